@@ -1,0 +1,124 @@
+"""Reading certification logs and summarising them the way the papers do.
+
+``read_log`` accepts our logs and those written by the papers' reference code (same
+leading columns; ``time`` as float seconds or ``H:MM:SS.ffffff``). ``acr`` is the average
+certified radius of Zhai et al. (2020) (wrong or abstained rows count 0),
+``certified_accuracy`` the "approximate certified accuracy" of Cohen et al. (2019)
+(fraction of all rows that are correct with radius >= r), ``envelope`` the best model per
+radius. ``paper_table`` returns the numbers the papers report, with their citation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["read_log", "acr", "certified_accuracy", "envelope", "paper_table", "available_paper_tables",
+           "summary_table"]
+
+_REQUIRED = ("idx", "label", "predict", "radius", "correct")
+_PAPER_DATA = Path(__file__).with_name("paper_data")
+
+
+def _parse_time(value) -> float:
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    text = str(value).strip()
+    if ":" not in text:
+        return float(text)
+    parts = text.split(":")
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + float(part)
+    # "1 day, 2:03:04" style is not written by the reference code; H may exceed 24 though.
+    return seconds
+
+
+def read_log(path: str | os.PathLike) -> pd.DataFrame:
+    """A certification log (tab-separated, header row) as a DataFrame; ``time`` in float seconds."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"certification log not found: {path}")
+    frame = pd.read_csv(path, sep="\t", dtype={"time": str} if _has_time(path) else None)
+    missing = [c for c in _REQUIRED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} is not a certification log: missing columns {missing} "
+                         f"(expected at least {list(_REQUIRED)})")
+    if "time" in frame.columns:
+        frame["time"] = frame["time"].map(_parse_time)
+    return frame
+
+
+def _has_time(path: Path) -> bool:
+    with open(path) as fh:
+        return "time" in fh.readline().rstrip("\n").split("\t")
+
+
+def _frame(log) -> pd.DataFrame:
+    return log if isinstance(log, pd.DataFrame) else read_log(log)
+
+
+def acr(log) -> float:
+    """Average certified radius over all rows; incorrect or abstained rows contribute 0."""
+    frame = _frame(log)
+    if len(frame) == 0:
+        raise ValueError("cannot compute ACR of an empty log")
+    return float((frame["radius"] * (frame["correct"] == 1)).mean())
+
+
+def certified_accuracy(log, radii: Sequence[float] | float) -> np.ndarray | float:
+    """Fraction of all rows that are correct and certified at radius >= r, for each r."""
+    frame = _frame(log)
+    if len(frame) == 0:
+        raise ValueError("cannot compute certified accuracy of an empty log")
+    correct = frame["correct"].to_numpy() == 1
+    radius = frame["radius"].to_numpy(dtype=float)
+    r = np.atleast_1d(np.asarray(radii, dtype=float))
+    acc = (correct[None, :] & (radius[None, :] >= r[:, None])).mean(axis=1)
+    return float(acc[0]) if np.ndim(radii) == 0 else acc
+
+
+def envelope(logs: Iterable | Mapping, radii: Sequence[float]) -> np.ndarray:
+    """Upper envelope: for each radius the best certified accuracy over the given models' logs."""
+    items = logs.values() if isinstance(logs, Mapping) else logs
+    curves = [certified_accuracy(log, radii) for log in items]
+    if not curves:
+        raise ValueError("envelope needs at least one log")
+    return np.max(np.vstack(curves), axis=0)
+
+
+def summary_table(logs: Mapping[str, object], radii: Sequence[float]) -> pd.DataFrame:
+    """One row per named log: ACR and certified accuracy (%) at each radius."""
+    rows = []
+    for name, log in logs.items():
+        frame = _frame(log)
+        row = {"model": name, "ACR": acr(frame)}
+        row.update({f"{r:g}": 100 * a for r, a in zip(radii, certified_accuracy(frame, list(radii)))})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def available_paper_tables() -> list[str]:
+    """Names accepted by :func:`paper_table`."""
+    return sorted(p.stem for p in _PAPER_DATA.glob("*.csv"))
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """A table of numbers reported in one of the papers, as data.
+
+    The CSV files in ``rsbook/paper_data`` start with ``#`` lines giving the source
+    (paper, table) and notes; these are returned in ``frame.attrs["citation"]``.
+    Certified accuracies are in percent, radii are the column names.
+    """
+    path = _PAPER_DATA / f"{name}.csv"
+    if not path.exists():
+        raise ValueError(f"unknown paper table {name!r}; valid choices: {', '.join(available_paper_tables())}")
+    with open(path) as fh:
+        comments = [line[1:].strip() for line in fh if line.startswith("#")]
+    frame = pd.read_csv(path, comment="#")
+    frame.attrs["citation"] = " ".join(comments)
+    return frame

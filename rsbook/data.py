@@ -1,0 +1,131 @@
+"""Datasets, all returning ``(x, y)`` with ``x`` a float tensor in [0, 1].
+
+Noise is added, and radii are measured, in this [0, 1] pixel space; each model
+normalises internally (see :mod:`rsbook.models`). ``digits`` and ``toy2d`` need no
+download and are what the notebooks run on by default; ``cifar10`` and ``imagenet``
+read the standard on-disk formats from ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from rsbook._checks import check_choice
+
+__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "get_dataset"]
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts a model or certifier needs about a dataset."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+DATASETS = {
+    "digits": DatasetInfo("digits", 10, (1, 8, 8), (0.3050,), (0.3810,)),
+    "toy2d": DatasetInfo("toy2d", 3, (2,), (0.5, 0.5), (0.25, 0.25)),
+    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "imagenet": DatasetInfo("imagenet", 1000, (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    return DATASETS[check_choice(name, DATASETS, "dataset")]
+
+
+def get_dataset(name: str, split: str, root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """The ``split`` (``"train"`` or ``"test"``) of dataset ``name``.
+
+    ``root`` is where cifar10/imagenet live (default: ``$RSBOOK_DATA/<name>`` or
+    ``./data/<name>``). A missing dataset raises :class:`FileNotFoundError` saying what
+    to put where; ``download=True`` fetches CIFAR-10 on a machine with internet.
+    """
+    check_choice(name, DATASETS, "dataset")
+    check_choice(split, SPLITS, "split")
+    if name == "digits":
+        return _digits(split)
+    if name == "toy2d":
+        return _toy2d(split)
+    root = Path(root) if root is not None else Path(os.environ.get("RSBOOK_DATA", "data")) / name
+    if name == "cifar10":
+        return _cifar10(split, root, download)
+    return _imagenet(split, root)
+
+
+def _digits(split: str) -> TensorDataset:
+    # scikit-learn's 1,797 real 8x8 handwritten digits (UCI), pixel values 0..16.
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    # a fixed, stratification-free permutation: 1,437 train / 360 test
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(20190207))
+    cut = len(y) - 360
+    idx = perm[:cut] if split == "train" else perm[cut:]
+    return TensorDataset(x[idx], y[idx])
+
+
+def _toy2d(split: str, n_train: int = 1500, n_test: int = 300) -> TensorDataset:
+    """Three classes in the unit square: two interleaved arcs and a blob, for pictures."""
+    rng = np.random.default_rng(7 if split == "train" else 8)
+    n = n_train if split == "train" else n_test
+    y = rng.integers(0, 3, size=n)
+    t = rng.uniform(0, np.pi, size=n)
+    x = np.empty((n, 2))
+    arc0, arc1, blob = y == 0, y == 1, y == 2
+    x[arc0] = np.c_[np.cos(t[arc0]), np.sin(t[arc0])]
+    x[arc1] = np.c_[1 - np.cos(t[arc1]), 0.5 - np.sin(t[arc1])]
+    x[blob] = np.c_[rng.normal(2.6, 0.25, blob.sum()), rng.normal(0.9, 0.25, blob.sum())]
+    x += rng.normal(0, 0.08, size=x.shape)
+    # map the scene into [0, 1]^2
+    x = (x - np.array([-1.2, -0.8])) / np.array([4.4, 2.6])
+    return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
+
+
+def _cifar10(split: str, root: Path, download: bool) -> Dataset:
+    import torchvision
+    from torchvision import transforms
+
+    if not download and not (root / "cifar-10-batches-py").is_dir():
+        raise FileNotFoundError(
+            f"CIFAR-10 not found: expected the folder {root / 'cifar-10-batches-py'} (the python version, "
+            f"cifar-10-python.tar.gz extracted). Put it there, set RSBOOK_DATA or pass root=..., "
+            "or pass download=True on a machine with internet.")
+    if split == "train":
+        tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                 transforms.ToTensor()])
+    else:
+        tf = transforms.ToTensor()
+    return torchvision.datasets.CIFAR10(str(root), train=split == "train", transform=tf, download=download)
+
+
+def _imagenet(split: str, root: Path) -> Dataset:
+    import torchvision
+    from torchvision import transforms
+
+    folder = root / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"ImageNet not found: expected an ImageFolder tree at {folder} (one sub-folder per class, "
+            f"e.g. {folder / 'n01440764'}/*.JPEG). Put the ILSVRC2012 {'train' if split == 'train' else 'val'} "
+            "images there, set RSBOOK_DATA or pass root=... (ImageNet cannot be downloaded automatically).")
+    if split == "train":
+        tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                                 transforms.ToTensor()])
+    else:
+        tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    return torchvision.datasets.ImageFolder(str(folder), transform=tf)

@@ -1,0 +1,147 @@
+"""The smoothed classifier ``g(x) = argmax_c P(f(x + eps) = c)`` and its two procedures.
+
+This is the whole of Cohen, Rosenfeld & Kolter (ICML 2019), Section 3.2: a Monte-Carlo
+sampler that counts the base classifier's votes under noise, PREDICT (abstain unless a
+binomial test separates the top two classes) and CERTIFY (pick the top class on ``n0``
+samples, bound its probability from below on ``n`` fresh samples, convert to a radius).
+Every other certifier in rsbook reuses :meth:`Smooth.sample_counts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rsbook._checks import check_alpha, check_positive_int
+from rsbook.noise import Noise, make_noise
+from rsbook.stats import binomial_test_pvalue, clopper_pearson_lower
+
+__all__ = ["ABSTAIN", "Certificate", "Smooth"]
+
+#: returned in place of a class when the smoothed classifier declines to answer
+ABSTAIN = -1
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Everything one CERTIFY call learned about one input.
+
+    ``prediction`` is the class (or :data:`ABSTAIN`), ``radius`` the certified radius
+    (0 when abstaining), ``count`` the votes for the selected class among ``n`` estimation
+    samples, ``p_lower`` its Clopper-Pearson lower bound, ``n0`` the selection samples.
+    """
+
+    prediction: int
+    radius: float
+    count: int
+    n: int
+    p_lower: float
+    n0: int
+
+    def __iter__(self):
+        # unpacks like Cohen et al.'s (class, radius) pair
+        return iter((self.prediction, self.radius))
+
+
+class Smooth:
+    """A smoothed classifier built on ``base_classifier`` (a module returning logits).
+
+    ``noise`` is a :class:`~rsbook.noise.Noise` or a float (Gaussian sigma). ``seed`` fixes
+    the sampler's generator; :meth:`reseed` resets it (``certify_dataset`` reseeds per
+    example so that resumed and sharded runs reproduce an uninterrupted one).
+    """
+
+    ABSTAIN = ABSTAIN
+
+    def __init__(self, base_classifier: torch.nn.Module, num_classes: int, noise: Noise | float,
+                 seed: int = 0, device: torch.device | str | None = None):
+        self.base_classifier = base_classifier
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.noise = make_noise(noise)
+        if device is None:
+            try:
+                device = next(base_classifier.parameters()).device
+            except (StopIteration, AttributeError):
+                device = torch.device("cpu")
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.reseed(seed)
+
+    @property
+    def sigma(self) -> float:
+        return getattr(self.noise, "sigma", float("nan"))
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+
+    # ------------------------------------------------------------------ sampler
+    def sample_counts(self, x: torch.Tensor, n: int, batch_size: int = 1000) -> np.ndarray:
+        """Votes of the base classifier on ``n`` noisy copies of ``x`` (one input, no batch dim).
+
+        Returns an integer array of length ``num_classes`` summing to ``n``. The loop runs
+        over batches only; the counting is a ``bincount`` on the device, and the counts come
+        back to the host once, at the end.
+        """
+        n = check_positive_int(n, "n")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        x = x.to(self.device)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        was_training = getattr(self.base_classifier, "training", False)
+        if was_training:
+            self.base_classifier.eval()
+        try:
+            with torch.inference_mode():
+                remaining = n
+                while remaining > 0:
+                    b = min(batch_size, remaining)
+                    batch = x.unsqueeze(0).expand(b, *x.shape)
+                    eps = self.noise.sample(batch.shape, generator=self.generator,
+                                            device=self.device, dtype=x.dtype)
+                    predictions = self.base_classifier(batch + eps).argmax(dim=1)
+                    counts += torch.bincount(predictions, minlength=self.num_classes)
+                    remaining -= b
+        finally:
+            if was_training:
+                self.base_classifier.train()
+        return counts.cpu().numpy()
+
+    # ------------------------------------------------------------------ PREDICT
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000) -> int:
+        """Cohen et al. (2019), PREDICT: the top class, or ABSTAIN.
+
+        Returns the wrong class with probability at most ``alpha`` (their Proposition 1):
+        a two-sided binomial test of the top two counts must reject ``p = 1/2`` at level alpha.
+        """
+        alpha = check_alpha(alpha)
+        counts = self.sample_counts(x, n, batch_size)
+        top2 = np.argsort(counts, kind="stable")[::-1][:2]
+        n_a, n_b = int(counts[top2[0]]), int(counts[top2[1]])
+        if binomial_test_pvalue(n_a, n_a + n_b, 0.5) > alpha:
+            return ABSTAIN
+        return int(top2[0])
+
+    # ------------------------------------------------------------------ CERTIFY
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000) -> Certificate:
+        """Cohen et al. (2019), CERTIFY. Unpacks as ``(class, radius)``.
+
+        ``n0`` samples choose the candidate class; ``n`` *fresh* samples give a one-sided
+        ``1 - alpha`` Clopper-Pearson lower bound ``p_lower`` on its probability. If
+        ``p_lower > 1/2`` the answer is certified at radius ``noise.certified_radius(p_lower)``
+        (``sigma * Phi^{-1}(p_lower)`` for Gaussian noise, their Theorem 1); otherwise ABSTAIN.
+        The returned :class:`Certificate` also carries the counts for logging.
+        """
+        n0 = check_positive_int(n0, "n0")
+        n = check_positive_int(n, "n")
+        alpha = check_alpha(alpha)
+        candidate = int(np.argmax(self.sample_counts(x, n0, batch_size)))
+        count = int(self.sample_counts(x, n, batch_size)[candidate])
+        return self.certificate_from_count(candidate, count, n, alpha, n0=n0)
+
+    def certificate_from_count(self, candidate: int, count: int, n: int, alpha: float, n0: int = 0) -> Certificate:
+        """The certificate implied by ``count`` votes for ``candidate`` among ``n`` estimation samples."""
+        p_lower = float(clopper_pearson_lower(count, n, alpha))
+        if p_lower <= 0.5:
+            return Certificate(ABSTAIN, 0.0, count, n, p_lower, n0)
+        return Certificate(candidate, self.noise.certified_radius(p_lower), count, n, p_lower, n0)
