@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from rsbook._checks import check_choice
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "get_dataset"]
+__all__ = ["DATASETS", "DatasetInfo", "CIFAR10Batches", "dataset_info", "get_dataset"]
 
 SPLITS = ("train", "test")
 
@@ -92,25 +92,63 @@ def _toy2d(split: str, n_train: int = 1500, n_test: int = 300) -> TensorDataset:
     x[blob] = np.c_[rng.normal(2.6, 0.25, blob.sum()), rng.normal(0.9, 0.25, blob.sum())]
     x += rng.normal(0, 0.08, size=x.shape)
     # map the scene into [0, 1]^2
-    x = (x - np.array([-1.2, -0.8])) / np.array([4.4, 2.6])
+    x = np.clip((x - np.array([-1.2, -0.8])) / np.array([4.4, 2.6]), 0.0, 1.0)
     return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
 
 
+class CIFAR10Batches(Dataset):
+    """CIFAR-10 read from its python-pickle batches (``data_batch_1..5``, ``test_batch``).
+
+    Each batch is a pickled dict with ``b"data"`` (uint8, ``N x 3072``, channel-major
+    32x32 planes) and ``b"labels"``. Images come out as float tensors in [0, 1], after an
+    optional tensor ``transform`` (e.g. random crop and flip for training).
+    """
+
+    TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+    TEST = ("test_batch",)
+
+    def __init__(self, folder: Path, train: bool, transform=None):
+        import pickle
+
+        images, labels = [], []
+        for name in self.TRAIN if train else self.TEST:
+            path = Path(folder) / name
+            if not path.exists():
+                raise FileNotFoundError(f"CIFAR-10 batch file missing: {path}")
+            with open(path, "rb") as fh:
+                entry = pickle.load(fh, encoding="bytes")
+            images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(int(v) for v in entry[b"labels"])
+        self.data = torch.from_numpy(np.concatenate(images))
+        self.targets = torch.tensor(labels, dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = self.data[i].float().div_(255.0)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.targets[i])
+
+
 def _cifar10(split: str, root: Path, download: bool) -> Dataset:
-    import torchvision
     from torchvision import transforms
 
-    if not download and not (root / "cifar-10-batches-py").is_dir():
+    folder = root / "cifar-10-batches-py"
+    if download and not folder.is_dir():
+        import torchvision
+
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+    if not folder.is_dir():
         raise FileNotFoundError(
-            f"CIFAR-10 not found: expected the folder {root / 'cifar-10-batches-py'} (the python version, "
+            f"CIFAR-10 not found: expected the folder {folder} (the python version, "
             f"cifar-10-python.tar.gz extracted). Put it there, set RSBOOK_DATA or pass root=..., "
             "or pass download=True on a machine with internet.")
-    if split == "train":
-        tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                 transforms.ToTensor()])
-    else:
-        tf = transforms.ToTensor()
-    return torchvision.datasets.CIFAR10(str(root), train=split == "train", transform=tf, download=download)
+    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]) \
+        if split == "train" else None
+    return CIFAR10Batches(folder, train=split == "train", transform=tf)
 
 
 def _imagenet(split: str, root: Path) -> Dataset:

@@ -80,32 +80,46 @@ class Smooth:
     def sample_counts(self, x: torch.Tensor, n: int, batch_size: int = 1000) -> np.ndarray:
         """Votes of the base classifier on ``n`` noisy copies of ``x`` (one input, no batch dim).
 
-        Returns an integer array of length ``num_classes`` summing to ``n``. The loop runs
-        over batches only; the counting is a ``bincount`` on the device, and the counts come
-        back to the host once, at the end.
+        Returns an integer array of length ``num_classes`` summing to ``n``.
+        """
+        return self.sample_counts_batch(x.unsqueeze(0), n, batch_size)[0]
+
+    def sample_counts_batch(self, xs: torch.Tensor, n: int, batch_size: int = 1000) -> np.ndarray:
+        """Votes on ``n`` noisy copies of each of the inputs ``xs`` (shape ``(B, ...)``): array ``(B, num_classes)``.
+
+        The ``B * n`` noisy inputs are streamed through the model in chunks of ``batch_size``
+        (which need not divide ``n``); a chunk may span several inputs. Votes are counted
+        on the device with one ``bincount`` per chunk over ``input * num_classes + class``
+        and copied to the host once, at the end.
         """
         n = check_positive_int(n, "n")
         batch_size = check_positive_int(batch_size, "batch_size")
-        x = x.to(self.device)
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        xs = xs.to(self.device)
+        num_inputs, k = xs.shape[0], self.num_classes
+        counts = torch.zeros(num_inputs * k, dtype=torch.long, device=self.device)
         was_training = getattr(self.base_classifier, "training", False)
         if was_training:
             self.base_classifier.eval()
         try:
             with torch.inference_mode():
-                remaining = n
-                while remaining > 0:
-                    b = min(batch_size, remaining)
-                    batch = x.unsqueeze(0).expand(b, *x.shape)
-                    eps = self.noise.sample(batch.shape, generator=self.generator,
-                                            device=self.device, dtype=x.dtype)
+                total = num_inputs * n
+                for start in range(0, total, batch_size):
+                    b = min(batch_size, total - start)
+                    if num_inputs == 1:
+                        owner = None
+                        batch = xs.expand(b, *xs.shape[1:])
+                    else:
+                        owner = torch.arange(start, start + b, device=self.device) // n
+                        batch = xs[owner]
+                    eps = self.noise.sample(batch.shape, generator=self.generator, device=self.device,
+                                            dtype=xs.dtype)
                     predictions = self.base_classifier(batch + eps).argmax(dim=1)
-                    counts += torch.bincount(predictions, minlength=self.num_classes)
-                    remaining -= b
+                    slots = predictions if owner is None else owner * k + predictions
+                    counts += torch.bincount(slots, minlength=num_inputs * k)
         finally:
             if was_training:
                 self.base_classifier.train()
-        return counts.cpu().numpy()
+        return counts.view(num_inputs, k).cpu().numpy()
 
     # ------------------------------------------------------------------ PREDICT
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000) -> int:

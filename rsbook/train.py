@@ -189,3 +189,59 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, noise: Noise | float |
         correct += int((model(x).argmax(1) == y).sum())
         total += len(y)
     return correct / total
+
+
+class SmoothAdv(Objective):
+    """Salman et al. (NeurIPS 2019), Pseudocode 1: adversarial training of the *smoothed* classifier.
+
+    For each minibatch: draw ``m = num_noise`` perturbations ``delta_i ~ N(0, sigma^2 I)``
+    per example; find ``x_hat`` with ``steps`` steps of SmoothAdv-PGD or -DDN
+    (:mod:`rsbook.attacks`) on the plug-in estimate (eq. 6) of the smoothed soft
+    classifier built from *those* draws; then minimise the cross-entropy of ``f`` on
+    ``x_hat + delta_i`` with the *same* draws. With ``epsilon = 0`` no attack is run and
+    this is exactly :class:`GaussianAugmentation` with ``num_noise`` draws (same random
+    numbers, same loss).
+
+    ``warmup_epochs = w > 0`` raises the attack radius linearly, ``epsilon * min(1, (e + 1) / w)``
+    in epoch ``e`` (the authors warm epsilon up over the first epochs; early on the base
+    classifier is too poor for adversarial examples of its smoothed version to be useful).
+    The attack runs with the model in eval mode (see :class:`rsbook.attacks.L2Attack`):
+    it attacks the classifier that will be certified, and its T extra forward passes per
+    batch must neither couple examples through BatchNorm batch statistics nor update the
+    running averages; the training step itself is in train mode as usual.
+    """
+
+    name = "smoothadv"
+
+    def __init__(self, sigma: float | Noise, epsilon: float, steps: int = 1, num_noise: int = 1,
+                 attack: str = "pgd", warmup_epochs: int = 0, **attack_kwargs):
+        from rsbook.attacks import make_attack
+
+        self.noise = make_noise(sigma)
+        self.num_noise = check_positive_int(num_noise, "num_noise")
+        check_choice(attack, ("pgd", "ddn"), "attack")
+        self.attack = make_attack(attack, epsilon, steps, self.num_noise, self.noise, **attack_kwargs)
+        self.max_epsilon = self.attack.epsilon
+        if isinstance(warmup_epochs, bool) or int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
+        self.warmup_epochs = int(warmup_epochs)
+        self.name = f"smoothadv_{attack}"
+
+    @property
+    def epsilon(self) -> float:
+        """The attack radius in force for the current epoch."""
+        return self.attack.epsilon
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        if self.warmup_epochs > 0:
+            self.attack.epsilon = self.max_epsilon * min(1.0, (epoch + 1) / self.warmup_epochs)
+        else:
+            self.attack.epsilon = self.max_epsilon
+
+    def __call__(self, model, x, y):
+        # drawn exactly as noisy_copies would draw them, so epsilon = 0 is Gaussian augmentation
+        draws = self.noise.sample((x.shape[0], self.num_noise, *x.shape[1:]), device=x.device, dtype=x.dtype)
+        x_hat = self.attack(model, x, y, draws=draws).x_adv if self.attack.epsilon > 0 else x
+        inputs, targets, _ = noisy_copies(x_hat, y, self.noise, self.num_noise, noise_draws=draws)
+        logits = model(inputs)
+        return ObjectiveOutput(F.cross_entropy(logits, targets), logits, targets)

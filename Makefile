@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make book   -- set up (once) and build the Jupyter Book into _build/html/
+#   make test   -- set up (once) and run the whole test suite (unit tests, nbval, book build)
+# Both create the virtual environment .venv on first use and reuse it afterwards.
+
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.rsbook-installed
+# the stock ipykernel spec starts `python` from PATH: make it the venv's
+export PATH := $(BIN):$(PATH)
+
+.PHONY: book test venv benchmark clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[book,test]'
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "The book is in _build/html/ -- open _build/html/index.html in a browser."
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -p no:cacheprovider
+
+benchmark: $(STAMP)
+	$(BIN)/python -m rsbook benchmark
+
+clean:
+	rm -rf _build _artifacts

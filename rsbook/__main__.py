@@ -1,0 +1,5 @@
+import sys
+
+from rsbook.cli import main
+
+sys.exit(main())

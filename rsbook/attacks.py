@@ -1,0 +1,475 @@
+"""l2 attacks on smoothed classifiers: SmoothAdv (Salman et al., NeurIPS 2019) and its foils.
+
+The smoothed *soft* classifier of a base network with softmax output ``F`` is
+``G(x) = E_{delta ~ N(0, sigma^2 I)} F(x + delta)`` (Salman et al., eq. 3). SmoothAdv
+looks for ``x_hat = argmax_{|x' - x|_2 <= epsilon} -log G(x')_y`` (their objective (S)).
+The gradient of that objective is an intractable integral (eq. 5); every attack here is
+projected first-order ascent that differs only in how it estimates the ascent direction:
+
+============================  ===============================================================
+``"smoothadv"`` (eq. 6)       plug-in: ``grad -log( (1/m) sum_i F(x' + delta_i)_y )``
+``"expected_loss"`` (eq. 4)   the "wrong" objective ``(1/m) sum_i -log F(x' + delta_i)_y``
+``"base"``                    vanilla PGD on the base classifier, ``-log F(x')_y``, no noise
+``"stein"`` (eq. 7)           gradient-free: ``-(1/m) sum_i delta_i / sigma^2 F(x' + delta_i)_y``
+============================  ===============================================================
+
+Eq. (4) averages the loss *outside* the log: a point where a few noise draws are badly
+misclassified already has a large loss, so the attack spends its budget on making single
+noisy copies very wrong instead of moving the *average* probability down, which is what
+the smoothed classifier (and its certificate) depends on. Eq. (6) puts the average inside.
+
+All attacks work on a batch ``x`` of shape ``(B, ...)`` with ``m`` noise draws per example
+(a tensor ``(B, m, ...)``) that are drawn once and reused at every step (Salman et al.,
+Pseudocode 1 and footnote 4: it stabilises the attack, and training reuses the very same
+draws for augmentation, so the attack returns them). Every iterate satisfies
+``|x_hat - x|_2 <= epsilon`` and, with ``clip=(0, 1)``, is a valid image.
+
+Also here: :func:`empirical_robust_accuracy` (attack with ``m_test`` draws, then PREDICT
+on the attacked input, as in Salman et al., Sec. 4.3 / Fig. 3) and the naive l2 -> linf
+conversion of certified radii used for their Table 3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
+from rsbook.noise import Gaussian, Noise, make_noise
+
+__all__ = ["ESTIMATORS", "ATTACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
+           "ExpectedLossPGD", "BasePGD", "SteinPGD", "make_attack", "attack_loss", "ascent_direction",
+           "smoothed_soft_probability", "empirical_robust_accuracy", "empirical_accuracy_curve",
+           "l2_to_linf_radius", "linf_to_l2_radius", "linf_certified_accuracy"]
+
+#: gradient estimators an l2 PGD attack can use (see the module docstring)
+ESTIMATORS = ("smoothadv", "expected_loss", "base", "stein")
+
+
+def _check_epsilon(epsilon: float) -> float:
+    # epsilon = 0 is legal: it is how SmoothAdv training reduces to Gaussian augmentation
+    try:
+        value = float(epsilon)
+    except (TypeError, ValueError):
+        raise ValueError(f"epsilon must be a number >= 0, got {epsilon!r}") from None
+    if not (value >= 0.0) or math.isinf(value):
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    return value
+
+
+def _check_clip(clip) -> tuple[float, float] | None:
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(c) for c in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip must be None or a pair (low, high), got {clip!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clip must satisfy low < high, got {clip!r}")
+    return lo, hi
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-example l2 norm, shaped to broadcast against ``t``."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _project(x: torch.Tensor, delta: torch.Tensor, radius: torch.Tensor | float,
+             clip: tuple[float, float] | None) -> torch.Tensor:
+    """Project ``delta`` onto the l2 ball of ``radius`` (per example), then into the image box.
+
+    Clipping after the ball projection keeps the norm bound: since ``x`` lies in the box,
+    clipping ``x + delta`` moves every coordinate of ``delta`` towards 0.
+    """
+    norm = _flat_norm(delta)
+    radius = torch.as_tensor(radius, dtype=delta.dtype, device=delta.device)
+    if radius.dim() > 0:
+        radius = radius.view(-1, *([1] * (delta.dim() - 1)))
+    delta = delta * torch.clamp(radius / norm.clamp_min(1e-12), max=1.0)
+    if clip is not None:
+        delta = torch.clamp(x + delta, *clip) - x
+    return delta
+
+
+def _normalize(g: torch.Tensor) -> torch.Tensor:
+    """Unit l2 direction per example (zero gradients stay zero)."""
+    return g / _flat_norm(g).clamp_min(1e-12)
+
+
+def _noisy_logits(model: nn.Module, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Logits on ``x_j + delta_ij`` for all ``j, i``, shaped ``(B, m, K)`` -- one forward pass."""
+    b, m = draws.shape[:2]
+    logits = model((x.unsqueeze(1) + draws).reshape(b * m, *x.shape[1:]))
+    return logits.view(b, m, -1)
+
+
+def attack_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor | None,
+                estimator: str = "smoothadv") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example loss the attacker ascends, and the smoothed-soft prediction on the same draws.
+
+    ``"smoothadv"``: eq. (6) of Salman et al., ``-log (1/m) sum_i softmax(f(x + delta_i))_y``,
+    computed as ``log m - logsumexp_i log_softmax_i[y]`` so it stays finite when every
+    draw gives the true class a tiny probability. ``"expected_loss"``: eq. (4),
+    ``mean_i -log softmax_i[y]``. ``"base"``: ``-log softmax(f(x))_y`` (``draws`` unused).
+    Returns ``(loss (B,), predicted class (B,))``; the prediction is the argmax of the
+    plug-in estimate of ``G`` (of ``F`` for ``"base"``).
+    """
+    check_choice(estimator, ESTIMATORS[:3], "estimator")
+    if estimator == "base" or draws is None:
+        logits = model(x)
+        return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1)
+    log_p = F.log_softmax(_noisy_logits(model, x, draws).float(), dim=2)  # (B, m, K)
+    m = draws.shape[1]
+    index = y.view(-1, 1, 1).expand(-1, m, 1)
+    log_p_y = log_p.gather(2, index).squeeze(2)  # (B, m)
+    prediction = log_p.exp().mean(1).argmax(1)
+    if estimator == "smoothadv":
+        return math.log(m) - torch.logsumexp(log_p_y, dim=1), prediction
+    return -log_p_y.mean(1), prediction
+
+
+@torch.no_grad()
+def smoothed_soft_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                              draws: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo estimate of ``G(x)_y`` (eq. 3) on the given draws, shape ``(B,)``."""
+    p = F.softmax(_noisy_logits(model, x, draws).float(), dim=2)
+    return p.mean(1).gather(1, y.view(-1, 1)).squeeze(1)
+
+
+def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor | None,
+                     estimator: str = "smoothadv", sigma: float | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Estimated gradient of the attack objective at ``x`` (not normalised) and the current prediction.
+
+    For the autograd estimators this is ``d loss / d x`` of :func:`attack_loss`; examples
+    are independent as long as the model is in eval mode (no batch statistics). For
+    ``"stein"`` it is eq. (7) of Salman et al. with a minus sign,
+    ``-(1/m) sum_i delta_i / sigma^2 * F(x + delta_i)_y``, an unbiased estimate of
+    ``-grad G(x)_y``; no gradient of the network is taken. Its scale differs from
+    ``grad -log G_y`` by the positive factor ``1 / G_y``, which the normalised steps ignore.
+    """
+    check_choice(estimator, ESTIMATORS, "estimator")
+    if estimator == "stein":
+        if draws is None or sigma is None:
+            raise ValueError("the Stein estimator (eq. 7) needs noise draws and sigma")
+        with torch.no_grad():
+            p = F.softmax(_noisy_logits(model, x, draws).float(), dim=2)
+            p_y = p.gather(2, y.view(-1, 1, 1).expand(-1, draws.shape[1], 1))  # (B, m, 1)
+            weights = p_y.view(*p_y.shape[:2], *([1] * (x.dim() - 1)))
+            grad_g = (draws * weights).mean(1) / sigma ** 2
+        return -grad_g.to(x.dtype), p.mean(1).argmax(1)
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss, prediction = attack_loss(model, x, y, draws, estimator)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return grad.detach(), prediction.detach()
+
+
+@dataclass
+class AttackResult:
+    """``x_adv`` (same shape as ``x``) and the noise ``draws`` ``(B, m, ...)`` the attack used (None for "base")."""
+
+    x_adv: torch.Tensor
+    draws: torch.Tensor | None
+
+    def __iter__(self):
+        return iter((self.x_adv, self.draws))
+
+
+class L2Attack:
+    """Common machinery: draw (or accept) the noise, run in eval mode, keep iterates feasible.
+
+    ``noise`` is a :class:`~rsbook.noise.Noise` or a Gaussian sigma (needed unless the
+    estimator is ``"base"``); ``num_noise`` is ``m`` (``m_train`` or ``m_test``); ``clip`` the
+    valid input box (``None`` for unbounded inputs). ``epsilon`` may be changed between
+    calls (the training warm-up does). Call as ``attack(model, x, y, generator=g)``.
+    """
+
+    name = "l2"
+    estimator = "smoothadv"
+
+    def __init__(self, epsilon: float, steps: int, num_noise: int = 1, noise: Noise | float | None = None,
+                 clip: tuple[float, float] | None = (0.0, 1.0)):
+        self.epsilon = _check_epsilon(epsilon)
+        self.steps = check_positive_int(steps, "steps")
+        self.num_noise = check_positive_int(num_noise, "num_noise")
+        self.noise = make_noise(noise) if noise is not None else None
+        if self.estimator != "base" and self.noise is None:
+            raise ValueError(f"attack {self.name!r} attacks a smoothed classifier and needs noise= (a sigma)")
+        if self.estimator == "stein" and not isinstance(self.noise, Gaussian):
+            raise ValueError("the Stein estimator (eq. 7) holds for Gaussian noise only; pass noise=<sigma>")
+        self.clip = _check_clip(clip)
+
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The ``(B, m, ...)`` noise draws for ``x`` (reused at every step)."""
+        if self.noise is None or self.estimator == "base":
+            return None
+        return self.noise.sample((x.shape[0], self.num_noise, *x.shape[1:]), generator=generator,
+                                 device=x.device, dtype=x.dtype)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 generator: torch.Generator | None = None, draws: torch.Tensor | None = None) -> AttackResult:
+        x = x.detach()
+        if draws is None:
+            draws = self.draw(x, generator)
+        elif draws.shape[:2] != (x.shape[0], self.num_noise) or draws.shape[2:] != x.shape[1:]:
+            raise ValueError(f"draws must have shape {(x.shape[0], self.num_noise, *x.shape[1:])}, "
+                             f"got {tuple(draws.shape)}")
+        if self.epsilon == 0.0:
+            return AttackResult(x.clone(), draws)
+        # The attack targets the classifier as it is deployed and certified: eval mode, so
+        # BatchNorm uses running statistics, examples do not interact through batch statistics,
+        # and the attack's forward passes do not move the running averages.
+        was_training = model.training
+        model.eval()
+        try:
+            delta = self._run(model, x, y, draws)
+        finally:
+            model.train(was_training)
+        return AttackResult((x + delta).detach(), draws)
+
+    def _direction(self, model, x, y, draws):
+        sigma = getattr(self.noise, "sigma", None)
+        return ascent_direction(model, x, y, draws, self.estimator, sigma)
+
+    def _run(self, model, x, y, draws) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(epsilon={self.epsilon:g}, steps={self.steps}, "
+                f"num_noise={self.num_noise}, noise={self.noise!r})")
+
+
+class _PGD(L2Attack):
+    """l2 PGD: ``delta <- Proj(delta + a * g / |g|)`` for ``steps`` steps from ``delta = 0``.
+
+    ``step_size`` defaults to ``2 epsilon / steps``, so the iterate can cross the whole ball
+    and come back (a common choice for l2 PGD; 1-step PGD then jumps straight to the sphere).
+    """
+
+    def __init__(self, epsilon, steps, num_noise=1, noise=None, step_size: float | None = None,
+                 clip=(0.0, 1.0)):
+        super().__init__(epsilon, steps, num_noise, noise, clip)
+        self.step_size = None if step_size is None else check_positive_float(step_size, "step_size")
+
+    def _run(self, model, x, y, draws):
+        step = self.step_size if self.step_size is not None else 2 * self.epsilon / self.steps
+        delta = torch.zeros_like(x)
+        for _ in range(self.steps):
+            g, _ = self._direction(model, x + delta, y, draws)
+            delta = _project(x, delta + step * _normalize(g), self.epsilon, self.clip)
+        return delta
+
+
+class SmoothAdvPGD(_PGD):
+    """SmoothAdv-PGD: l2 PGD on the smoothed soft classifier with the plug-in gradient of eq. (6).
+
+    ``SmoothAdvPGD(epsilon, steps, num_noise, noise=sigma)``; the ``num_noise`` draws per
+    example are sampled once (from ``generator``) and reused at every step.
+    """
+
+    name = "smoothadv_pgd"
+    estimator = "smoothadv"
+
+
+class ExpectedLossPGD(_PGD):
+    """The same PGD on the "wrong" objective of eq. (4): the noise-averaged cross-entropy of ``F``."""
+
+    name = "expected_loss_pgd"
+    estimator = "expected_loss"
+
+
+class SteinPGD(_PGD):
+    """PGD whose direction is the unbiased, gradient-free Stein estimate of eq. (7)."""
+
+    name = "stein_pgd"
+    estimator = "stein"
+
+
+class BasePGD(_PGD):
+    """Vanilla l2 PGD on the base classifier ``f`` (no noise): the baseline of Salman et al., Fig. 3."""
+
+    name = "base_pgd"
+    estimator = "base"
+
+    def __init__(self, epsilon, steps, num_noise=1, noise=None, step_size=None, clip=(0.0, 1.0)):
+        super().__init__(epsilon, steps, num_noise, noise, step_size, clip)
+
+
+class SmoothAdvDDN(L2Attack):
+    """SmoothAdv-DDN: Decoupled Direction and Norm (Rony et al., CVPR 2019) on eq. (6).
+
+    DDN keeps a norm budget ``r_k`` apart from the direction. Each step: take a normalised
+    gradient step of size ``a_k`` (cosine-annealed from ``step_size`` towards 0), then
+    shrink the budget by ``(1 - gamma)`` if the current point already fools the smoothed
+    classifier (estimated on the same draws) or grow it by ``(1 + gamma)`` if not, capped at
+    ``epsilon`` (Salman et al. use DDN with a maximum norm), and rescale ``delta`` onto the
+    sphere of radius ``r_k``, then into the image box. It returns the smallest successful
+    perturbation seen, or the last iterate if none succeeded. ``init_norm`` is ``r_0``.
+    """
+
+    name = "smoothadv_ddn"
+    estimator = "smoothadv"
+
+    def __init__(self, epsilon, steps, num_noise=1, noise=None, init_norm: float = 1.0, gamma: float = 0.05,
+                 step_size: float = 1.0, clip=(0.0, 1.0)):
+        super().__init__(epsilon, steps, num_noise, noise, clip)
+        self.init_norm = check_positive_float(init_norm, "init_norm")
+        self.gamma = check_positive_float(gamma, "gamma")
+        if self.gamma >= 1:
+            raise ValueError(f"gamma must lie in (0, 1), got {gamma!r}")
+        self.step_size = check_positive_float(step_size, "step_size")
+
+    def _run(self, model, x, y, draws):
+        b = x.shape[0]
+        delta = torch.zeros_like(x)
+        radius = torch.full((b,), min(self.init_norm, self.epsilon), dtype=x.dtype, device=x.device)
+        best = torch.zeros_like(x)
+        best_norm = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
+        for k in range(self.steps):
+            g, prediction = self._direction(model, x + delta, y, draws)
+            is_adv = prediction != y
+            norm = _flat_norm(delta).view(-1)
+            improve = is_adv & (norm < best_norm)
+            best = torch.where(improve.view(-1, *([1] * (x.dim() - 1))), delta, best)
+            best_norm = torch.where(improve, norm, best_norm)
+            step = self.step_size * 0.5 * (1 + math.cos(math.pi * k / self.steps))
+            delta = delta + step * _normalize(g)
+            radius = torch.where(is_adv, radius * (1 - self.gamma), radius * (1 + self.gamma))
+            radius = radius.clamp(max=self.epsilon)
+            # onto the sphere of radius r_k (DDN's projection), then into the image box
+            delta = delta * (radius.view(-1, *([1] * (x.dim() - 1))) / _flat_norm(delta).clamp_min(1e-12))
+            delta = _project(x, delta, self.epsilon, self.clip)
+        # the final iterate may also be adversarial
+        with torch.no_grad():
+            _, prediction = attack_loss(model, x + delta, y, draws, "smoothadv")
+        is_adv = prediction != y
+        norm = _flat_norm(delta).view(-1)
+        improve = is_adv & (norm < best_norm)
+        best = torch.where(improve.view(-1, *([1] * (x.dim() - 1))), delta, best)
+        found = torch.isfinite(best_norm) | improve
+        return torch.where(found.view(-1, *([1] * (x.dim() - 1))), best, delta).detach()
+
+
+#: attack name -> class, for :func:`make_attack` and the notebooks' parameters
+ATTACKS = {
+    "smoothadv_pgd": SmoothAdvPGD,
+    "smoothadv_ddn": SmoothAdvDDN,
+    "expected_loss_pgd": ExpectedLossPGD,
+    "stein_pgd": SteinPGD,
+    "base_pgd": BasePGD,
+}
+_ALIASES = {"pgd": "smoothadv_pgd", "ddn": "smoothadv_ddn"}
+
+
+def make_attack(name: str, epsilon: float, steps: int, num_noise: int = 1, noise: Noise | float | None = None,
+                **kwargs) -> L2Attack:
+    """Build an attack by name (``"pgd"`` and ``"ddn"`` abbreviate the SmoothAdv ones)."""
+    name = _ALIASES.get(name, name)
+    check_choice(name, list(ATTACKS) + list(_ALIASES), "attack")
+    return ATTACKS[name](epsilon, steps, num_noise, noise, **kwargs)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Sequence[float] | float, n: int,
+                              alpha: float, indices: Iterable[int] | None = None, batch_size: int = 32,
+                              predict_batch_size: int = 1000, seed: int = 0, soft_draws: int = 0,
+                              progress: bool = True) -> pd.DataFrame:
+    """Empirical accuracy of the smoothed classifier ``smooth`` under ``attack`` (Salman et al., Sec. 4.3).
+
+    For each example and each ``epsilon`` in ``epsilons``: attack the *smoothed soft*
+    classifier of ``smooth.base_classifier`` with ``attack`` (its ``num_noise`` is
+    ``m_test``), then run PREDICT with ``n`` samples at level ``alpha`` on the attacked input.
+    An example counts as robust when PREDICT returns its label (abstaining counts as wrong).
+    ``epsilon = 0`` is clean PREDICT. Attack noise is drawn from a generator seeded from
+    ``(seed, epsilon, batch)`` and PREDICT is reseeded per example, so the result is
+    reproducible. Returns one row per (example, epsilon): ``idx label epsilon predict correct
+    perturbation`` (the l2 norm actually used) and, with ``soft_draws > 0``, ``soft_prob``: a
+    Monte-Carlo estimate of ``G(x_hat)_y`` on that many *fresh* draws (not the attacker's).
+    """
+    n = check_positive_int(n, "n")
+    alpha = check_alpha(alpha)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if isinstance(soft_draws, bool) or int(soft_draws) != soft_draws or soft_draws < 0:
+        raise ValueError(f"soft_draws must be an integer >= 0, got {soft_draws!r}")
+    soft_draws = int(soft_draws)
+    eps_list = [_check_epsilon(e) for e in np.atleast_1d(np.asarray(epsilons, dtype=float))]
+    indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+    model = smooth.base_classifier
+    device = smooth.device
+    original_epsilon = attack.epsilon
+    gen = torch.Generator(device=device)
+    rows = []
+    total = len(eps_list) * len(indices)
+    bar = tqdm(total=total, desc=f"attack+predict {attack.name}", disable=not progress)
+    try:
+        for e_i, eps in enumerate(eps_list):
+            attack.epsilon = eps
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                xs, ys = zip(*(dataset[i] for i in chunk))
+                x = torch.stack(list(xs)).to(device)
+                y = torch.as_tensor([int(v) for v in ys], device=device)
+                gen.manual_seed(seed * 1_000_003 + e_i * 10_007 + start)
+                x_adv = attack(model, x, y, generator=gen).x_adv if eps > 0 else x
+                norms = (x_adv - x).flatten(1).norm(dim=1).tolist()
+                soft = [float("nan")] * len(chunk)
+                if soft_draws:
+                    # fresh draws from another stream, so the estimate is not the attacker's own
+                    gen.manual_seed(seed * 1_000_003 + e_i * 10_007 + start + 5_000_011)
+                    fresh = smooth.noise.sample((len(chunk), soft_draws, *x.shape[1:]), generator=gen,
+                                                device=device, dtype=x.dtype)
+                    was_training = model.training
+                    model.eval()
+                    soft = smoothed_soft_probability(model, x_adv, y, fresh).tolist()
+                    model.train(was_training)
+                for j, idx in enumerate(chunk):
+                    smooth.reseed(seed * 1_000_003 + 7 * idx + 1)
+                    pred = smooth.predict(x_adv[j], n, alpha, predict_batch_size)
+                    rows.append((idx, int(y[j]), eps, pred, int(pred == int(y[j])), norms[j], soft[j]))
+                bar.update(len(chunk))
+    finally:
+        attack.epsilon = original_epsilon
+        bar.close()
+    frame = pd.DataFrame(rows, columns=["idx", "label", "epsilon", "predict", "correct", "perturbation",
+                                        "soft_prob"])
+    return frame if soft_draws else frame.drop(columns="soft_prob")
+
+
+def empirical_accuracy_curve(frame: pd.DataFrame) -> pd.Series:
+    """Empirical robust accuracy (fraction correct) per epsilon from :func:`empirical_robust_accuracy`."""
+    return frame.groupby("epsilon")["correct"].mean()
+
+
+# ---------------------------------------------------------------------------- l2 -> linf
+def l2_to_linf_radius(l2_radius, dim: int | Sequence[int]):
+    """The linf radius implied by an l2 certificate: the l2 ball of radius ``r`` contains the
+    linf ball of radius ``r / sqrt(d)`` (Salman et al., Sec. 4.1, Table 3). ``dim`` is ``d``
+    or the input shape."""
+    d = int(np.prod(dim)) if not isinstance(dim, (int, np.integer)) else int(dim)
+    check_positive_int(d, "dim")
+    return np.asarray(l2_radius, dtype=float) / math.sqrt(d) if np.ndim(l2_radius) else float(l2_radius) / math.sqrt(d)
+
+
+def linf_to_l2_radius(linf_radius, dim: int | Sequence[int]):
+    """The l2 radius that must be certified to imply a linf certificate of ``linf_radius``:
+    ``linf_radius * sqrt(d)`` (e.g. ``2/255 * sqrt(3*32*32) = 0.435`` on CIFAR-10)."""
+    d = int(np.prod(dim)) if not isinstance(dim, (int, np.integer)) else int(dim)
+    check_positive_int(d, "dim")
+    return np.asarray(linf_radius, dtype=float) * math.sqrt(d) if np.ndim(linf_radius) else float(linf_radius) * math.sqrt(d)
+
+
+def linf_certified_accuracy(log, linf_radii: Sequence[float] | float, dim: int | Sequence[int]):
+    """Certified linf accuracy implied by an l2 certification log: the l2 certified accuracy at
+    ``linf_radius * sqrt(d)``."""
+    from rsbook.analysis import certified_accuracy
+
+    return certified_accuracy(log, linf_to_l2_radius(linf_radii, dim))

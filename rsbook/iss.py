@@ -1,0 +1,636 @@
+"""Input-Specific Sampling (ISS): spend Monte-Carlo samples where they buy certified radius.
+
+Chen, Li, Yan, Li & Sheng, "Input-Specific Robustness Certification for Randomized
+Smoothing" (AAAI 2022). CERTIFY (Cohen et al., 2019) spends the same number ``k`` of
+noisy forward passes on every input ("input-agnostic sampling", IAS). ISS first looks at
+a few samples, guesses how large ``p_A`` is, and then draws only as many samples as are
+needed to stay within a chosen radius decline of what ``k_max`` (the paper's ``k̄``)
+samples would certify.
+
+The pieces, with the paper's numbering:
+
+* :func:`radius_hat` -- ``R̂(k, p)``, the radius certified from ``k`` samples when the
+  count is exactly ``p k`` (Sec. "Compare ISS(AD) to IAS", and the radii inside Def. 1).
+* :func:`radius_decline` -- absolute (Def. 1, eq. 3) and relative (Def. 2, eq. 4) decline.
+* :func:`sample_size` -- ``psi(p)``: the least ``k`` whose decline is within the bound
+  (the ``argmin`` under eq. 5), by an exact integer bisection.
+* :func:`build_mapping` / :class:`ISSMapping` -- the tabulated ``psi_ISS`` (Alg. 1, eq. 6).
+* :func:`iss_certify` -- Alg. 2 for one input, in two variants (see below);
+  :func:`ias_certify` -- the fixed-``k`` baseline; both return a :class:`SampledCertificate`.
+* :func:`certify_dataset_iss` / :func:`certify_dataset_ias` -- the same log as
+  :func:`rsbook.certify.certify_dataset` plus the sample size spent per input.
+* :func:`compare_table`, :func:`prop1_check` -- the paper's Tables 1/4/5 layout and an
+  empirical check of Prop. 1.
+
+Statistical validity. Alg. 2 as printed picks the class and plans ``k̂`` from the first
+``k0`` samples and then *reuses* them inside the final Clopper-Pearson bound, whose
+sample size ``max(k̂, k0)`` therefore depends on the data. A Clopper-Pearson bound is exact
+only for a sample size fixed in advance, so the printed algorithm (``variant="paper"``)
+has no exact ``1 - alpha`` guarantee. ``variant="fresh"`` (the default) uses the ``k0``
+samples only to choose the class and plan ``k̂``, then bounds ``p_A`` from ``k̂`` *new*
+samples: conditionally on the first stage, ``k̂`` is a constant, so the bound is exact,
+exactly as in CERTIFY. The price is at most ``k0`` extra forward passes per input.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import brentq
+from scipy.special import betaincinv, ndtri
+
+from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
+from rsbook.analysis import acr, certified_accuracy, read_log
+from rsbook.certify import certify_dataset
+from rsbook.smooth import ABSTAIN, Certificate, Smooth
+from rsbook.stats import clopper_pearson_lower, clopper_pearson_upper
+
+__all__ = ["DECLINE_KINDS", "VARIANTS", "ISS_COLUMNS", "radius_hat", "radius_decline", "sample_size",
+           "ISSMapping", "build_mapping", "SampledCertificate", "iss_certify", "ias_certify",
+           "certify_dataset_iss", "certify_dataset_ias", "p_a_hat", "matching_ias_size", "compare_table",
+           "Prop1Check", "prop1_check", "sigma_for_sample_sizes", "failure_probability",
+           "mapping_cached", "run_comparison", "speedup_summary", "matched_pairs"]
+
+#: "AD": absolute decline (Def. 1), "RD": relative decline (Def. 2)
+DECLINE_KINDS = ("AD", "RD")
+#: "fresh": exact guarantee (k0 only selects and plans); "paper": Alg. 2 as printed (reuses the k0 samples)
+VARIANTS = ("fresh", "paper")
+#: columns :func:`certify_dataset_iss` / :func:`certify_dataset_ias` add to the standard log
+ISS_COLUMNS = ("sample_size", "k_hat", "p_low", "p_up")
+
+
+# ----------------------------------------------------------------------------- R̂(k, p)
+def _lower_bound(count, k, alpha):
+    """The Clopper-Pearson lower bound ``B(alpha; count, k - count + 1)`` for *real* ``count``.
+
+    :func:`rsbook.stats.clopper_pearson_lower` is the same formula restricted to integer
+    counts (``tests/test_iss.py`` checks they agree there). The paper evaluates it at the
+    count ``p k``, which is rarely an integer; the Beta quantile is defined and continuous
+    for any real shape parameters, so we simply extend it (count 0 gives bound 0).
+    """
+    count = np.asarray(count, dtype=float)
+    k = np.asarray(k, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = betaincinv(np.maximum(count, 1e-300), k - count + 1.0, alpha)
+    return np.where((count > 0) & (k > 0), out, 0.0)
+
+
+def radius_hat(k, p, sigma: float, alpha: float):
+    """``R̂(k, p) = sigma * Phi^{-1}(B(alpha; p k, k - p k + 1))``, clipped at 0.
+
+    The radius CERTIFY would report from ``k`` samples if the top class got exactly the
+    expected share ``p`` of them (Remark 1 of the paper: "fixing ``k_A/k = p_A``"). Our
+    reconstruction of the garbled formulas: Def. 1/2 and Fig. 3 use shape parameters
+    ``(p k, k - p k + 1)`` (Alg. 1 prints the abbreviation ``B(alpha; p k, k)``); the
+    count ``p k`` may be fractional (see :func:`_lower_bound`). A bound ``<= 1/2`` means
+    CERTIFY abstains, i.e. radius 0, and ``k = 0`` samples certify nothing, also radius 0.
+    With this convention ``psi(p) = 0`` of Alg. 1 (lines 5-6) is simply the case where
+    zero samples already meet the decline bound. Broadcasts over ``k`` and ``p``.
+    """
+    sigma = check_positive_float(sigma, "sigma")
+    alpha = check_alpha(alpha)
+    k = np.asarray(k, dtype=float)
+    p = np.asarray(p, dtype=float)
+    lower = _lower_bound(p * k, k, alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = sigma * ndtri(lower)
+    r = np.where(lower > 0.5, r, 0.0)
+    return float(r) if r.ndim == 0 else r
+
+
+def radius_decline(k, k_max: int, p, sigma: float, alpha: float, kind: str = "AD"):
+    """Expected radius decline of ``k`` samples against ``k_max`` samples at ``p_A = p``.
+
+    ``kind="AD"``: ``R̂(k_max, p) - R̂(k, p)`` (Def. 1, eq. 3); ``kind="RD"``: the same
+    divided by ``R̂(k_max, p)`` (Def. 2, eq. 4), defined as 0 where ``R̂(k_max, p) = 0``.
+    """
+    check_choice(kind, DECLINE_KINDS, "kind")
+    k_max = check_positive_int(k_max, "k_max")
+    top = radius_hat(k_max, p, sigma, alpha)
+    drop = np.asarray(top - radius_hat(k, p, sigma, alpha), dtype=float)
+    if kind == "RD":
+        top = np.broadcast_to(np.asarray(top, dtype=float), drop.shape)
+        drop = np.divide(drop, top, out=np.zeros_like(drop), where=top > 0)
+    return float(drop) if drop.ndim == 0 else drop
+
+
+# ----------------------------------------------------------------------------- psi(p)
+def _required_radius(p, k_max, sigma, alpha, max_decline, kind):
+    """``r̃`` of Alg. 1, line 4: the least radius a smaller sample must still certify."""
+    top = radius_hat(k_max, p, sigma, alpha)
+    return np.asarray(top - max_decline if kind == "AD" else (1.0 - max_decline) * top, dtype=float)
+
+
+def sample_size(p, k_max: int, sigma: float, alpha: float, max_decline: float, kind: str = "AD"):
+    """``psi(p)``: the least ``k`` in ``{0, ..., k_max}`` whose expected decline is within the bound.
+
+    Eq. 5 of the paper: ``psi(p) = min{k : AD(k; k_max, p) <= U_AD}`` (``kind="AD"``) or
+    ``min{k : RD(k; k_max, p) <= U_RD}`` (``kind="RD"``). It is 0 when the required radius
+    ``r̃`` of Alg. 1 is not positive (in particular when ``R̂(k_max, p) = 0``, e.g.
+    ``p <= 1/2``), and never above ``k_max`` (``k_max`` itself has decline 0).
+
+    ``R̂(k, p)`` increases with ``k`` (the Beta quantile moves up as the sample grows at
+    fixed share ``p``; checked against an exhaustive scan in the tests), so the feasible
+    ``k`` form an interval ``[psi(p), k_max]`` and an integer bisection finds its left end
+    exactly in ``ceil(log2 k_max)`` vectorised steps. Accepts a scalar or an array ``p``.
+    """
+    k_max = check_positive_int(k_max, "k_max")
+    sigma = check_positive_float(sigma, "sigma")
+    alpha = check_alpha(alpha)
+    max_decline = check_positive_float(max_decline, "max_decline")
+    check_choice(kind, DECLINE_KINDS, "kind")
+    if kind == "RD" and max_decline >= 1:
+        raise ValueError(f"max_decline for kind='RD' is a fraction in (0, 1), got {max_decline!r}")
+    p_arr = np.atleast_1d(np.asarray(p, dtype=float))
+    if np.any((p_arr < 0) | (p_arr > 1)) or np.any(np.isnan(p_arr)):
+        raise ValueError(f"p must lie in [0, 1], got {p!r}")
+    need = np.broadcast_to(_required_radius(p_arr, k_max, sigma, alpha, max_decline, kind), p_arr.shape)
+    # invariant: lo is infeasible, hi is feasible (k = 0 certifies radius 0 < need)
+    lo = np.zeros(p_arr.shape, dtype=np.int64)
+    hi = np.full(p_arr.shape, k_max, dtype=np.int64)
+    active = need > 0
+    while True:
+        idx = np.flatnonzero(active & (hi - lo > 1))
+        if idx.size == 0:
+            break
+        mid = (lo[idx] + hi[idx]) // 2
+        ok = radius_hat(mid, p_arr[idx], sigma, alpha) >= need[idx]
+        hi[idx[ok]] = mid[ok]
+        lo[idx[~ok]] = mid[~ok]
+    out = np.where(active, hi, 0)
+    return int(out[0]) if np.ndim(p) == 0 else out
+
+
+def _jump_point(k_max, sigma, alpha, max_decline, kind) -> float:
+    """The ``p*`` where ``r̃(p)`` turns positive, i.e. where ``psi`` jumps up from 0 (nan if never)."""
+    # unclipped radius at k_max, increasing in p (the Beta(pk, k-pk+1) law increases stochastically)
+    def raw(p):
+        return sigma * ndtri(_lower_bound(p * k_max, k_max, alpha))
+
+    target = max_decline if kind == "AD" else 0.0
+    hi = 1.0
+    if raw(hi) <= target:
+        return math.nan
+    return float(brentq(lambda p: raw(p) - target, 0.5, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps))
+
+
+# ----------------------------------------------------------------------------- psi_ISS
+@dataclass
+class ISSMapping:
+    """The piecewise-constant ``psi_ISS`` of Alg. 1 / eq. 6 on the grid ``p = 0, delta, ..., 1``.
+
+    ``values[N] = psi(N delta)``; ``cells[N]`` is the value on the open cell
+    ``(N delta, (N + 1) delta)``: the larger of its two end values (eq. 6), and, in the one
+    cell containing the jump point ``p*`` where ``psi`` leaps up from 0, also the limit of
+    ``psi`` just right of ``p*``. The paper calls ``psi_ISS >= psi`` obvious; that holds
+    when ``psi`` is monotone (AD) but eq. 6 as printed breaks it for RD in the jump cell,
+    where ``psi`` is close to ``k_max`` while both end values can be far smaller
+    (``printed_eq6=True`` in :func:`build_mapping` reproduces that, for comparison).
+    Call it on ``p`` for ``psi_ISS(p)``; :meth:`plan` gives the ``k̂`` of eq. 5.
+    """
+
+    k_max: int
+    sigma: float
+    alpha: float
+    max_decline: float
+    kind: str
+    delta: float
+    grid: np.ndarray
+    values: np.ndarray
+    cells: np.ndarray
+    p_star: float
+    build_seconds: float
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cells)
+
+    def __call__(self, p):
+        """``psi_ISS(p)`` (eq. 6); vectorised."""
+        p_arr = np.atleast_1d(np.asarray(p, dtype=float))
+        if np.any((p_arr < 0) | (p_arr > 1)) or np.any(np.isnan(p_arr)):
+            raise ValueError(f"p must lie in [0, 1], got {p!r}")
+        scaled = p_arr * self.n_cells
+        on_grid = scaled == np.floor(scaled)
+        n1 = np.minimum(np.floor(scaled).astype(np.int64), self.n_cells - 1)
+        out = np.where(on_grid, self.values[np.floor(scaled).astype(np.int64)], self.cells[n1])
+        return int(out[0]) if np.ndim(p) == 0 else out
+
+    def plan(self, p_low: float, p_up: float) -> int:
+        """``k̂`` for a confidence interval ``[p_low, p_up]`` of ``p_A`` (eq. 5).
+
+        We return the largest ``psi_ISS`` over the grid cells meeting the interval. Where
+        ``psi`` is monotone (AD) that equals the paper's ``max(psi(p_low), psi(p_up))``; for
+        RD, whose ``psi`` falls and then rises, the maximum over the interval is what makes
+        ``k̂ >= psi(p_A)`` for every ``p_A`` in it, which Prop. 1 needs.
+        """
+        if not (0.0 <= p_low <= p_up <= 1.0):
+            raise ValueError(f"need 0 <= p_low <= p_up <= 1, got p_low={p_low!r}, p_up={p_up!r}")
+        a = int(math.floor(p_low * self.n_cells))
+        b = int(math.ceil(p_up * self.n_cells))
+        if a == b:
+            return int(self.values[a])
+        return int(max(self.values[a:b + 1].max(), self.cells[a:b].max()))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the table to ``path`` (``.npz``) so a later run can :meth:`load` it instead of rebuilding."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {k: getattr(self, k) for k in ("k_max", "sigma", "alpha", "max_decline", "kind", "delta",
+                                              "p_star", "build_seconds")}
+        np.savez(path, grid=self.grid, values=self.values, cells=self.cells, **{k: np.asarray(v) for k, v in meta.items()})
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ISSMapping":
+        with np.load(path) as z:
+            return cls(int(z["k_max"]), float(z["sigma"]), float(z["alpha"]), float(z["max_decline"]),
+                       str(z["kind"]), float(z["delta"]), z["grid"], z["values"], z["cells"], float(z["p_star"]),
+                       float(z["build_seconds"]))
+
+
+def build_mapping(k_max: int, sigma: float, alpha: float, max_decline: float, kind: str = "AD",
+                  delta: float = 1e-3, printed_eq6: bool = False) -> ISSMapping:
+    """Alg. 1: tabulate ``psi`` on ``p = 0, delta, ..., 1`` and extend it by eq. 6.
+
+    ``1/delta`` must be an integer. ``build_seconds`` records the wall-clock time of the
+    build (the quantity of the paper's Table 3). ``printed_eq6=True`` omits the jump-cell
+    correction described in :class:`ISSMapping` (eq. 6 exactly as printed).
+    """
+    k_max = check_positive_int(k_max, "k_max")
+    sigma = check_positive_float(sigma, "sigma")
+    alpha = check_alpha(alpha)
+    max_decline = check_positive_float(max_decline, "max_decline")
+    check_choice(kind, DECLINE_KINDS, "kind")
+    delta = check_positive_float(delta, "delta")
+    n_cells = int(round(1.0 / delta))
+    if n_cells < 1 or abs(n_cells * delta - 1.0) > 1e-9:
+        raise ValueError(f"delta must divide 1 (1/delta an integer), got {delta!r}")
+    start = time.perf_counter()
+    grid = np.arange(n_cells + 1) / n_cells
+    values = sample_size(grid, k_max, sigma, alpha, max_decline, kind)
+    cells = np.maximum(values[:-1], values[1:])
+    p_star = _jump_point(k_max, sigma, alpha, max_decline, kind)
+    if not printed_eq6 and not math.isnan(p_star):
+        # sup of psi on (p*, p* + eps): RD needs (nearly) all of k_max there, since
+        # r̃ -> 0 while R̂(k, p*) < 0 for every k < k_max; AD is monotone, take a point just right.
+        right = min(1.0, p_star + 1e-12)
+        limit = k_max if kind == "RD" else sample_size(right, k_max, sigma, alpha, max_decline, kind)
+        n = min(int(math.floor(p_star * n_cells)), n_cells - 1)
+        cells[n] = max(cells[n], limit)
+    seconds = time.perf_counter() - start
+    return ISSMapping(k_max, sigma, alpha, max_decline, kind, 1.0 / n_cells, grid, values, cells, p_star, seconds)
+
+
+def sigma_for_sample_sizes(targets: Mapping[float, int], k_max: int, alpha: float, max_decline: float,
+                           sigmas: Sequence[float], kind: str = "AD") -> pd.DataFrame:
+    """``psi(p)`` at each ``p`` in ``targets`` for each candidate ``sigma``, with the worst relative error.
+
+    Used to recover the noise level the paper left unstated in its Fig. 3 discussion:
+    the row with the smallest ``max_rel_error`` reproduces the stated sample sizes best.
+    """
+    rows = []
+    ps = np.array(sorted(targets), dtype=float)
+    want = np.array([targets[p] for p in sorted(targets)], dtype=float)
+    for s in sigmas:
+        got = np.asarray(sample_size(ps, k_max, s, alpha, max_decline, kind), dtype=float)
+        row = {"sigma": float(s)}
+        row.update({f"psi({p:g})": int(g) for p, g in zip(ps, got)})
+        row["max_rel_error"] = float(np.max(np.abs(got - want) / want))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("sigma")
+
+
+# ----------------------------------------------------------------------------- certification
+@dataclass(frozen=True)
+class SampledCertificate(Certificate):
+    """A :class:`~rsbook.smooth.Certificate` plus how many samples it cost.
+
+    ``sample_size`` counts every forward pass spent on the input (selection + estimation),
+    ``k_hat`` is the planned estimation size (``psi`` for ISS, the fixed ``k`` for IAS),
+    ``p_low``/``p_up`` the two-sided interval from the ``k0`` first-stage samples (nan for IAS).
+    """
+
+    sample_size: int = 0
+    k_hat: int = 0
+    p_low: float = math.nan
+    p_up: float = math.nan
+
+
+def iss_certify(smooth: Smooth, x: torch.Tensor, mapping: ISSMapping, k0: int, alpha: float | None = None,
+                variant: str = "fresh", batch_size: int = 1000) -> SampledCertificate:
+    """Alg. 2: certify ``x`` with an input-specific number of samples. Unpacks as ``(class, radius)``.
+
+    1. ``k0`` samples: the top class ``c`` and its count ``k_A^0``; the two-sided
+       ``1 - alpha`` Clopper-Pearson interval ``[p_low, p_up]`` (``alpha/2`` per side, Alg. 2 line 4).
+    2. ``k̂ = mapping.plan(p_low, p_up)`` (eq. 5).
+    3. ``variant="fresh"``: ``k̂`` new samples, ``p_lower`` from them alone (abstain if
+       ``k̂ = 0``: zero samples certify nothing, which by construction of ``psi`` is within
+       the decline bound). Cost ``k0 + k̂``. The bound is exact because ``k̂`` is fixed before
+       the samples it is computed from are drawn.
+       ``variant="paper"``: ``max(k̂ - k0, 0)`` new samples, ``p_lower`` from all
+       ``max(k̂, k0)`` samples including the first ``k0`` (Alg. 2 lines 6-8). Cost
+       ``max(k̂, k0)``. We count the votes of ``c``; line 7 prints a max over classes, which
+       agrees unless the top class changes after the first stage.
+    ``alpha`` defaults to the mapping's (the level ``psi`` was planned for).
+    """
+    check_choice(variant, VARIANTS, "variant")
+    k0 = check_positive_int(k0, "k0")
+    alpha = mapping.alpha if alpha is None else check_alpha(alpha)
+    if not math.isclose(smooth.sigma, mapping.sigma, rel_tol=1e-9):
+        raise ValueError(f"the mapping was built for sigma={mapping.sigma}, the smoothed classifier has "
+                         f"sigma={smooth.sigma}; build the mapping for the model's sigma")
+    counts0 = smooth.sample_counts(x, k0, batch_size)
+    candidate = int(np.argmax(counts0))
+    k_a0 = int(counts0[candidate])
+    p_low = float(clopper_pearson_lower(k_a0, k0, alpha / 2))
+    p_up = float(clopper_pearson_upper(k_a0, k0, alpha / 2))
+    k_hat = mapping.plan(p_low, p_up)
+    if variant == "fresh":
+        if k_hat == 0:
+            return SampledCertificate(ABSTAIN, 0.0, 0, 0, 0.0, k0, sample_size=k0, k_hat=0, p_low=p_low, p_up=p_up)
+        count = int(smooth.sample_counts(x, k_hat, batch_size)[candidate])
+        cert, n_total = smooth.certificate_from_count(candidate, count, k_hat, alpha, n0=k0), k0 + k_hat
+    else:
+        extra = max(k_hat - k0, 0)
+        counts = counts0 + (smooth.sample_counts(x, extra, batch_size) if extra > 0 else 0)
+        n = k0 + extra
+        cert, n_total = smooth.certificate_from_count(candidate, int(counts[candidate]), n, alpha, n0=k0), n
+    return SampledCertificate(cert.prediction, cert.radius, cert.count, cert.n, cert.p_lower, cert.n0,
+                              sample_size=n_total, k_hat=k_hat, p_low=p_low, p_up=p_up)
+
+
+def ias_certify(smooth: Smooth, x: torch.Tensor, k: int, n0: int, alpha: float,
+                batch_size: int = 1000) -> SampledCertificate:
+    """Input-agnostic sampling: CERTIFY with a fixed ``n = k`` for every input (cost ``n0 + k``)."""
+    cert = smooth.certify(x, n0, k, alpha, batch_size)
+    return SampledCertificate(cert.prediction, cert.radius, cert.count, cert.n, cert.p_lower, cert.n0,
+                              sample_size=n0 + cert.n, k_hat=cert.n)
+
+
+def certify_dataset_iss(smooth: Smooth, dataset, mapping: ISSMapping, k0: int, out: str | os.PathLike,
+                        alpha: float | None = None, variant: str = "fresh", batch_size: int = 1000,
+                        **kwargs) -> Path:
+    """ISS over a dataset through :func:`rsbook.certify.certify_dataset` (resumable log + :data:`ISS_COLUMNS`).
+
+    ``kwargs`` (``skip``, ``max_examples``, ``shard``, ``seed``, ``progress``) go to ``certify_dataset``.
+    """
+    alpha = mapping.alpha if alpha is None else check_alpha(alpha)
+    check_choice(variant, VARIANTS, "variant")
+    return certify_dataset(smooth, dataset, k0, mapping.k_max, alpha, out, batch_size=batch_size,
+                           certify_fn=lambda x: iss_certify(smooth, x, mapping, k0, alpha, variant, batch_size),
+                           extra_columns=ISS_COLUMNS, **kwargs)
+
+
+def certify_dataset_ias(smooth: Smooth, dataset, k: int, n0: int, alpha: float, out: str | os.PathLike,
+                        batch_size: int = 1000, **kwargs) -> Path:
+    """IAS (fixed ``k``) over a dataset; same log format as :func:`certify_dataset_iss`."""
+    return certify_dataset(smooth, dataset, n0, k, alpha, out, batch_size=batch_size,
+                           certify_fn=lambda x: ias_certify(smooth, x, k, n0, alpha, batch_size),
+                           extra_columns=ISS_COLUMNS, **kwargs)
+
+
+# ----------------------------------------------------------------------------- analysis
+def _frame(log) -> pd.DataFrame:
+    return log if isinstance(log, pd.DataFrame) else read_log(log)
+
+
+def p_a_hat(log) -> np.ndarray:
+    """Estimated ``p_A`` per input, ``count / n`` of the selected class (the paper's Fig. 4b uses 10^6 samples)."""
+    frame = _frame(log)
+    return (frame["count"] / frame["n"].where(frame["n"] > 0)).fillna(0.0).to_numpy(dtype=float)
+
+
+def matched_pairs(logs: Mapping[str, object]) -> dict[str, str]:
+    """``{ISS log name: name of the IAS log of equal average cost}`` for the logs of :func:`run_comparison`."""
+    pairs = {}
+    for name, log in logs.items():
+        if name.startswith("ISS") and not name.endswith("(paper)"):
+            frame = _frame(log)
+            ias = f"IAS-{matching_ias_size(frame, int(frame['n0'].iloc[0]))}"
+            if ias in logs:
+                pairs[name] = ias
+    return pairs
+
+
+def matching_ias_size(log, n0: int, round_to: int = 1) -> int:
+    """The fixed ``k`` whose cost ``n0 + k`` matches the average ``sample_size`` of an ISS log."""
+    n0 = check_positive_int(n0, "n0")
+    round_to = check_positive_int(round_to, "round_to")
+    k = _frame(log)["sample_size"].mean() - n0
+    return max(round_to, int(round(k / round_to)) * round_to)
+
+
+def _declines(reference, log) -> np.ndarray:
+    ref, other = _frame(reference), _frame(log)
+    merged = ref[["idx", "radius"]].merge(other[["idx", "radius"]], on="idx", suffixes=("_ref", ""))
+    if len(merged) != len(other):
+        raise ValueError("the log has inputs the reference log lacks; certify the same indices")
+    return (merged["radius_ref"] - merged["radius"]).to_numpy(dtype=float)
+
+
+def compare_table(logs: Mapping[str, object], reference, radii: Sequence[float],
+                  time: bool = False) -> pd.DataFrame:
+    """The layout of the paper's Tables 1, 4 and 5, one row per named log.
+
+    ``Avg``: mean forward passes per input; ``MAD``: the largest per-input decline of the
+    certified radius against the ``reference`` log (certification at ``k_max``; abstain
+    counts as radius 0); ``ACR`` and certified accuracy (%) at ``radii``. ``time=True``
+    adds the total certification wall-clock ``Time (s)`` (kept out by default so the table
+    is reproducible to the digit).
+    """
+    rows = []
+    for name, log in logs.items():
+        frame = _frame(log)
+        row = {"method": name, "Avg": float(frame["sample_size"].mean()) if "sample_size" in frame else float(
+            (frame["n"] + frame["n0"]).mean())}
+        if time:
+            row["Time (s)"] = float(frame["time"].sum())
+        row["MAD"] = float(np.max(_declines(reference, frame)))
+        row["ACR"] = acr(frame)
+        row.update({f"{r:g}": 100 * a for r, a in zip(radii, certified_accuracy(frame, list(radii)))})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+@dataclass
+class Prop1Check:
+    """Empirical Prop. 1 on one ISS log against the ``k_max`` reference log.
+
+    ``plug_in``: fraction of inputs whose planned ``k̂`` satisfies ``AD(k̂; k_max, p̂) <= U``
+    (or RD), with ``p̂`` the reference run's ``count / n`` standing in for the unknown ``p_A``
+    -- this is the statement of Prop. 1. ``realized``: fraction whose *certified* radius
+    dropped by at most ``U`` against the reference run (AD: absolute, RD: relative), which
+    also carries the Monte-Carlo noise of both runs. ``mad``: the largest realised drop.
+    """
+
+    plug_in: float
+    realized: float
+    mad: float
+    n: int
+    bound: float
+    kind: str
+
+    def __str__(self) -> str:
+        return (f"Prop. 1 ({self.kind} <= {self.bound:g}) on {self.n} inputs: planned k_hat meets the bound for "
+                f"{100 * self.plug_in:.1f}% (plug-in p_A), certified radius within the bound for "
+                f"{100 * self.realized:.1f}%; MAD = {self.mad:.4f}")
+
+
+def prop1_check(reference, iss_log, mapping: ISSMapping) -> Prop1Check:
+    """Check Prop. 1 empirically (see :class:`Prop1Check`); logs must cover the same inputs."""
+    ref, log = _frame(reference), _frame(iss_log)
+    merged = ref[["idx", "radius", "count", "n"]].merge(log[["idx", "radius", "k_hat"]], on="idx",
+                                                           suffixes=("_ref", ""))
+    p_hat = (merged["count"] / merged["n"]).to_numpy(dtype=float)
+    planned = radius_decline(merged["k_hat"].to_numpy(), mapping.k_max, p_hat, mapping.sigma, mapping.alpha,
+                             mapping.kind)
+    drop = (merged["radius_ref"] - merged["radius"]).to_numpy(dtype=float)
+    ref_r = merged["radius_ref"].to_numpy(dtype=float)
+    if mapping.kind == "RD":
+        drop_rel = np.divide(drop, ref_r, out=np.zeros_like(drop), where=ref_r > 0)
+        realized = drop_rel <= mapping.max_decline + 1e-12
+    else:
+        realized = drop <= mapping.max_decline + 1e-12
+    return Prop1Check(float(np.mean(planned <= mapping.max_decline + 1e-12)), float(np.mean(realized)),
+                      float(drop.max()), len(merged), mapping.max_decline, mapping.kind)
+
+
+# ----------------------------------------------------------------------------- exact failure probability
+def failure_probability(p_a: float, mapping: ISSMapping, k0: int, alpha: float | None = None,
+                        variant: str = "fresh") -> float:
+    """Exact probability that :func:`iss_certify` fails on a two-class problem with top-class probability ``p_a``.
+
+    The setting of :mod:`rsbook.groundtruth`: a base classifier with two classes, the true
+    one being class 1 with probability ``p_a >= 1/2`` under noise and exact radius
+    ``sigma Phi^{-1}(p_a)``. A failure is a certificate (not ABSTAIN) for the wrong class,
+    or for the right class with ``p_lower > p_a`` (radius above the truth). Sum over the
+    first-stage count ``j ~ Binomial(k0, p_a)``: ``j`` fixes the class (``np.argmax``
+    breaks a tie towards class 0), ``[p_low, p_up]`` and ``k̂``; the second-stage count is
+    binomial with a known size, so each term is one binomial tail. This is the truth the
+    soundness simulation (:func:`rsbook.groundtruth.certify_failure_rate`) is checked against,
+    and it shows where the printed Alg. 2 loses its ``1 - alpha`` guarantee.
+    """
+    from scipy.stats import binom
+
+    check_choice(variant, VARIANTS, "variant")
+    k0 = check_positive_int(k0, "k0")
+    alpha = mapping.alpha if alpha is None else check_alpha(alpha)
+    if not (0.5 <= p_a <= 1.0):
+        raise ValueError(f"p_a must lie in [1/2, 1], got {p_a!r}")
+    thresholds: dict[tuple[int, float], int] = {}
+
+    def threshold(n: int, level: float) -> int:
+        # least count c with clopper_pearson_lower(c, n) > level (n + 1 if none)
+        key = (n, level)
+        if key not in thresholds:
+            lo, hi = -1, n + 1  # invariant: bound(lo) <= level < bound(hi), bound(n+1) := inf
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if mid >= 0 and clopper_pearson_lower(mid, n, alpha) > level:
+                    hi = mid
+                else:
+                    lo = mid
+            thresholds[key] = hi
+        return thresholds[key]
+
+    total = 0.0
+    j = np.arange(k0 + 1)
+    weights = binom.pmf(j, k0, p_a)
+    for jj, w in zip(j, weights):
+        if w < 1e-17:  # all skipped terms together weigh < (k0 + 1) * 1e-17
+            continue
+        jj = int(jj)
+        right = 2 * jj > k0  # candidate is the true class
+        k_top = jj if right else k0 - jj  # first-stage votes of the candidate
+        p_top = p_a if right else 1.0 - p_a
+        k_hat = mapping.plan(float(clopper_pearson_lower(k_top, k0, alpha / 2)),
+                             float(clopper_pearson_upper(k_top, k0, alpha / 2)))
+        if variant == "fresh":
+            if k_hat == 0:
+                continue
+            n, base, extra = k_hat, 0, k_hat
+        else:
+            extra = max(k_hat - k0, 0)
+            n, base = k0 + extra, k_top
+        # right class fails if p_lower > p_a; wrong class fails as soon as it is certified (p_lower > 1/2)
+        t = threshold(n, p_a if right else 0.5)
+        need = t - base  # second-stage votes for the candidate needed to fail
+        total += w * (1.0 if need <= 0 else float(binom.sf(need - 1, extra, p_top)) if extra > 0 else 0.0)
+    return float(total)
+
+
+# ----------------------------------------------------------------------------- experiment driver
+def mapping_cached(path: str | os.PathLike, k_max: int, sigma: float, alpha: float, max_decline: float,
+                   kind: str = "AD", delta: float = 1e-3) -> ISSMapping:
+    """:func:`build_mapping`, or the table saved at ``path`` by an earlier run with the same settings."""
+    path = Path(path)
+    if path.exists():
+        m = ISSMapping.load(path)
+        if (m.k_max, m.kind, m.delta) == (k_max, kind, delta) and np.allclose(
+                [m.sigma, m.alpha, m.max_decline], [sigma, alpha, max_decline]):
+            return m
+    m = build_mapping(k_max, sigma, alpha, max_decline, kind, delta)
+    m.save(path)
+    return m
+
+
+def run_comparison(smooth: Smooth, dataset, out_dir: str | os.PathLike, k_max: int, k0: int, alpha: float,
+                   ad_bounds: Sequence[float] = (0.05,), rd_bounds: Sequence[float] = (),
+                   ias_sizes: Sequence[int] = (), paper_variant: bool = True, delta: float = 1e-3,
+                   batch_size: int = 1000, **kwargs) -> dict[str, Path]:
+    """Certify ``dataset`` at ``k_max`` and with ISS/IAS the way the paper's Tables 1, 4 and 5 do.
+
+    Writes (or resumes) under ``out_dir``: the reference log (CERTIFY at ``k_max`` with
+    ``n0 = k0``, named ``"k_max"``), one ISS log per bound (``"ISS-AD-0.05"``, ``"ISS-RD-0.01"``;
+    the exact ``variant="fresh"``), the printed Alg. 2 for the first AD bound
+    (``"ISS-AD-0.05 (paper)"``, if ``paper_variant``), for each ISS log an IAS log of equal
+    average cost (``"IAS-1234"``: ``n0 = k0`` plus ``k`` estimation samples) and IAS at the
+    extra ``ias_sizes``. Returns ``{name: log path}`` in that order; ``kwargs`` go to
+    :func:`rsbook.certify.certify_dataset` (``skip``, ``max_examples``, ``seed``, ``progress``).
+    """
+    out_dir = Path(out_dir)
+    k_max, k0 = check_positive_int(k_max, "k_max"), check_positive_int(k0, "k0")
+    logs: dict[str, Path] = {"k_max": certify_dataset_ias(smooth, dataset, k_max, k0, alpha,
+                                                          out_dir / f"certify_k{k_max}.tsv", batch_size, **kwargs)}
+    bounds = [("AD", u) for u in ad_bounds] + [("RD", u) for u in rd_bounds]
+    for i, (kind, u) in enumerate(bounds):
+        name = f"ISS-{kind}-{u:g}"
+        mapping = mapping_cached(out_dir / f"psi_{kind}{u:g}_k{k_max}.npz", k_max, smooth.sigma, alpha, u, kind, delta)
+        logs[name] = certify_dataset_iss(smooth, dataset, mapping, k0, out_dir / f"iss_{kind}{u:g}_k{k_max}.tsv",
+                                         alpha, "fresh", batch_size, **kwargs)
+        if paper_variant and i == 0 and kind == "AD":
+            logs[f"{name} (paper)"] = certify_dataset_iss(
+                smooth, dataset, mapping, k0, out_dir / f"iss_{kind}{u:g}_k{k_max}_paper.tsv", alpha, "paper",
+                batch_size, **kwargs)
+    for name in [n for n in logs if n.startswith("ISS") and not n.endswith("(paper)")]:
+        k = matching_ias_size(logs[name], k0)
+        logs[f"IAS-{k}"] = certify_dataset_ias(smooth, dataset, k, k0, alpha, out_dir / f"ias_k{k}.tsv",
+                                               batch_size, **kwargs)
+    for k in ias_sizes:
+        k = check_positive_int(k, "ias_sizes")
+        if f"IAS-{k}" not in logs and k != k_max:
+            logs[f"IAS-{k}"] = certify_dataset_ias(smooth, dataset, k, k0, alpha, out_dir / f"ias_k{k}.tsv",
+                                                   batch_size, **kwargs)
+    return logs
+
+
+def speedup_summary(logs: Mapping[str, object], reference: str = "k_max") -> pd.DataFrame:
+    """Per log: average samples, total wall-clock, and both as speed-ups over ``reference``, with the ACR cost."""
+    ref = _frame(logs[reference])
+    rows = []
+    for name, log in logs.items():
+        f = _frame(log)
+        rows.append({"method": name, "Avg": f["sample_size"].mean(), "Time (s)": f["time"].sum(),
+                     "sample speed-up": ref["sample_size"].mean() / f["sample_size"].mean(),
+                     "time speed-up": ref["time"].sum() / f["time"].sum(), "ACR": acr(f),
+                     "ACR cost": acr(ref) - acr(f)})
+    return pd.DataFrame(rows).set_index("method")

@@ -1,0 +1,100 @@
+"""Run a chapter notebook with papermill, from a named preset or a YAML parameter file.
+
+A preset is ``notebooks/presets/<notebook stem>/<name>.yaml``: a mapping of the
+notebook's ``parameters`` cell variables. Each run gets its own folder holding the
+parameters used, the executed notebook and every artefact the notebook writes
+(the runner sets the notebook's ``out_dir`` parameter to that folder).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+__all__ = ["list_presets", "load_parameters", "run_notebook", "parse_overrides"]
+
+
+def _preset_dir(notebook: Path) -> Path:
+    return notebook.parent / "presets" / notebook.stem
+
+
+def list_presets(notebook: str | os.PathLike) -> list[str]:
+    """Names of the presets available for ``notebook``."""
+    return sorted(p.stem for p in _preset_dir(Path(notebook)).glob("*.yaml"))
+
+
+def load_parameters(notebook: str | os.PathLike, preset: str | None = None,
+                    params_file: str | os.PathLike | None = None) -> dict:
+    """The parameter mapping of a preset or a YAML file (empty = the notebook's defaults)."""
+    notebook = Path(notebook)
+    if preset is not None and params_file is not None:
+        raise ValueError("give either preset or params_file, not both")
+    if preset is not None:
+        path = _preset_dir(notebook) / f"{preset}.yaml"
+        if not path.exists():
+            choices = ", ".join(list_presets(notebook)) or "(none)"
+            raise ValueError(f"unknown preset {preset!r} for {notebook.name}; valid choices: {choices}")
+    elif params_file is not None:
+        path = Path(params_file)
+        if not path.exists():
+            raise FileNotFoundError(f"parameter file not found: {path}")
+    else:
+        return {}
+    with open(path) as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
+    return params
+
+
+def parse_overrides(pairs) -> dict:
+    """``["key=value", ...]`` -> dict, values parsed as YAML (so ``0.5``, ``[1, 2]``, ``null`` work)."""
+    out = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise ValueError(f"override must look like key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run_notebook(notebook: str | os.PathLike, preset: str | None = None, params_file: str | os.PathLike | None = None,
+                 overrides: Mapping | None = None, run_dir: str | os.PathLike | None = None,
+                 kernel: str = "python3", progress: bool = True) -> Path:
+    """Execute ``notebook`` into a run folder; returns the folder.
+
+    The folder (default ``runs/<stem>-<preset>-<timestamp>``) receives ``parameters.yaml``,
+    the executed ``<stem>.ipynb`` and all artefacts. An existing folder is reused, so
+    rerunning an interrupted run resumes its checkpoints and certification logs.
+    """
+    import papermill
+
+    notebook = Path(notebook).resolve()
+    if not notebook.exists():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    params = load_parameters(notebook, preset, params_file)
+    params.update(overrides or {})
+    label = preset or (Path(params_file).stem if params_file else "defaults")
+    if run_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{notebook.stem}-{label}-{stamp}"
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params["out_dir"] = str(run_dir)
+    with open(run_dir / "parameters.yaml", "w") as fh:
+        yaml.safe_dump({"notebook": str(notebook), "preset": preset, "parameters": params}, fh, sort_keys=False)
+    # The stock "python3" kernelspec launches whatever `python` is first on PATH; make that
+    # the interpreter running rsbook, so a venv works without being activated.
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + old_path
+    try:
+        papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), parameters=params,
+                                   kernel_name=kernel, cwd=str(notebook.parent), progress_bar=progress)
+    finally:
+        os.environ["PATH"] = old_path
+    return run_dir
