@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.rsbook-installed
 # the stock ipykernel spec starts `python` from PATH: make it the venv's
 export PATH := $(BIN):$(PATH)
 
-.PHONY: book test venv benchmark clean
+.PHONY: book test venv benchmark notebooks clean
 
 venv: $(STAMP)
 
@@ -20,12 +20,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
+	$(BIN)/python book/check_notebooks.py
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "The book is in _build/html/ -- open _build/html/index.html in a browser."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -p no:cacheprovider
+
+# re-execute every chapter notebook in place with its default parameters (stores fresh outputs)
+notebooks: $(STAMP)
+	rm -rf _artifacts
+	cd notebooks && for nb in [0-9]*.ipynb; do $(BIN)/papermill $$nb $$nb -k python3 || exit 1; done
 
 benchmark: $(STAMP)
 	$(BIN)/python -m rsbook benchmark

@@ -1,10 +1,14 @@
 """Throughput of certification against the raw model and against a naive counter.
 
-(a) raw forward passes of the base model on pre-made noisy batches (the ceiling),
-(b) :meth:`rsbook.smooth.Smooth.certify` end to end (noise drawn on the fly, votes
-counted with ``bincount`` on the device), (c) the straightforward way: the same
-batches, predictions copied to the host each batch and counted in a Python loop.
-The three run interleaved, several rounds, and the median of each is reported.
+Three measurements on one model, batch size and machine:
+
+* **raw**: forward passes of the base model on pre-made noisy batches (the ceiling);
+* **certify**: :meth:`rsbook.smooth.Smooth.certify` end to end (noise drawn on the fly,
+  votes counted with ``bincount`` on the device);
+* **naive**: the straightforward way, predictions copied to the host each batch and
+  counted in a Python loop.
+
+They run interleaved for several rounds and the median of each is reported.
 """
 
 from __future__ import annotations

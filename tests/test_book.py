@@ -11,6 +11,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_toc_notebooks_are_executed_without_errors():
+    sys.path.insert(0, str(REPO / "book"))
+    from check_notebooks import problems, toc_notebooks
+
+    notebooks = toc_notebooks()
+    assert any(p.name == "00_randomized_smoothing.ipynb" for p in notebooks)
+    assert [p for nb in notebooks for p in problems(nb)] == []
+
+
+def test_the_check_catches_a_notebook_error(tmp_path):
+    sys.path.insert(0, str(REPO / "book"))
+    from check_notebooks import problems
+
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text('{"cells": [{"cell_type": "code", "source": ["1/0"], "execution_count": 1, "metadata": {}, '
+                   '"outputs": [{"output_type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero",'
+                   ' "traceback": []}]}]}')
+    assert problems(bad) == ["bad.ipynb: code cell 0 raised ZeroDivisionError: division by zero"]
+
+
 @pytest.mark.slow
 def test_book_builds_cleanly_and_offline(tmp_path):
     build = tmp_path / "build"
