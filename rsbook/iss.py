@@ -19,8 +19,11 @@ The pieces, with the paper's numbering:
   :func:`ias_certify` -- the fixed-``k`` baseline; both return a :class:`SampledCertificate`.
 * :func:`certify_dataset_iss` / :func:`certify_dataset_ias` -- the same log as
   :func:`rsbook.certify.certify_dataset` plus the sample size spent per input.
-* :func:`compare_table`, :func:`prop1_check` -- the paper's Tables 1/4/5 layout and an
-  empirical check of Prop. 1.
+* :func:`failure_probability` -- the exact failure probability of either variant on a
+  two-class problem with known ``p_A`` (the truth behind the soundness simulation).
+* :func:`run_comparison`, :func:`compare_table`, :func:`speedup_summary`,
+  :func:`prop1_check` -- the experiment of the paper's Tables 1/4/5, its layout, the
+  speed-up over ``k_max`` and an empirical check of Prop. 1.
 
 Statistical validity. Alg. 2 as printed picks the class and plans ``k̂`` from the first
 ``k0`` samples and then *reuses* them inside the final Clopper-Pearson bound, whose
@@ -524,48 +527,41 @@ def failure_probability(p_a: float, mapping: ISSMapping, k0: int, alpha: float |
     check_choice(variant, VARIANTS, "variant")
     k0 = check_positive_int(k0, "k0")
     alpha = mapping.alpha if alpha is None else check_alpha(alpha)
+    p_a = float(p_a)
     if not (0.5 <= p_a <= 1.0):
         raise ValueError(f"p_a must lie in [1/2, 1], got {p_a!r}")
-    thresholds: dict[tuple[int, float], int] = {}
-
-    def threshold(n: int, level: float) -> int:
-        # least count c with clopper_pearson_lower(c, n) > level (n + 1 if none)
-        key = (n, level)
-        if key not in thresholds:
-            lo, hi = -1, n + 1  # invariant: bound(lo) <= level < bound(hi), bound(n+1) := inf
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if mid >= 0 and clopper_pearson_lower(mid, n, alpha) > level:
-                    hi = mid
-                else:
-                    lo = mid
-            thresholds[key] = hi
-        return thresholds[key]
-
-    total = 0.0
     j = np.arange(k0 + 1)
     weights = binom.pmf(j, k0, p_a)
-    for jj, w in zip(j, weights):
-        if w < 1e-17:  # all skipped terms together weigh < (k0 + 1) * 1e-17
-            continue
-        jj = int(jj)
-        right = 2 * jj > k0  # candidate is the true class
-        k_top = jj if right else k0 - jj  # first-stage votes of the candidate
-        p_top = p_a if right else 1.0 - p_a
-        k_hat = mapping.plan(float(clopper_pearson_lower(k_top, k0, alpha / 2)),
-                             float(clopper_pearson_upper(k_top, k0, alpha / 2)))
-        if variant == "fresh":
-            if k_hat == 0:
-                continue
-            n, base, extra = k_hat, 0, k_hat
-        else:
-            extra = max(k_hat - k0, 0)
-            n, base = k0 + extra, k_top
-        # right class fails if p_lower > p_a; wrong class fails as soon as it is certified (p_lower > 1/2)
-        t = threshold(n, p_a if right else 0.5)
-        need = t - base  # second-stage votes for the candidate needed to fail
-        total += w * (1.0 if need <= 0 else float(binom.sf(need - 1, extra, p_top)) if extra > 0 else 0.0)
-    return float(total)
+    keep = weights >= 1e-17  # all skipped terms together weigh < (k0 + 1) * 1e-17
+    j, weights = j[keep], weights[keep]
+    right = 2 * j > k0  # the first stage picks the true class (np.argmax breaks a tie towards class 0)
+    k_top = np.where(right, j, k0 - j)  # first-stage votes of the picked class
+    p_top = np.where(right, p_a, 1.0 - p_a)
+    lows = clopper_pearson_lower(k_top, k0, alpha / 2)
+    ups = clopper_pearson_upper(k_top, k0, alpha / 2)
+    k_hat = np.array([mapping.plan(float(a), float(b)) for a, b in zip(lows, ups)], dtype=np.int64)
+    if variant == "fresh":
+        extra, base = k_hat, np.zeros_like(k_hat)
+    else:
+        extra, base = np.maximum(k_hat - k0, 0), k_top
+    n = k_hat if variant == "fresh" else k0 + extra
+    # the true class fails if p_lower > p_a; the wrong class as soon as it is certified (p_lower > 1/2)
+    level = np.where(right, p_a, 0.5)
+    # least count t with clopper_pearson_lower(t, n) > level, by a vectorised bisection
+    # (invariant: bound(lo) <= level < bound(hi), with bound(-1) := 0 and bound(n + 1) := 1)
+    lo, hi = np.full(len(j), -1, dtype=np.int64), n + 1
+    while True:
+        todo = np.flatnonzero(hi - lo > 1)
+        if todo.size == 0:
+            break
+        mid = (lo[todo] + hi[todo]) // 2
+        above = clopper_pearson_lower(mid, np.maximum(n[todo], 1), alpha) > level[todo]
+        hi[todo[above]] = mid[above]
+        lo[todo[~above]] = mid[~above]
+    need = hi - base  # second-stage votes for the picked class needed to fail
+    tail = np.where(need <= 0, 1.0, binom.sf(need - 1, extra, p_top))
+    tail = np.where((n == 0) | ((need > 0) & (extra == 0)), 0.0, tail)
+    return float(np.sum(weights * tail))
 
 
 # ----------------------------------------------------------------------------- experiment driver
