@@ -25,8 +25,8 @@ book: $(STAMP)
 	@echo "The book is in _build/html/ -- open _build/html/index.html in a browser."
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -p no:cacheprovider
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -p no:cacheprovider --durations=20
 
 # re-execute every chapter notebook in place with its default parameters (stores fresh outputs)
 notebooks: $(STAMP)

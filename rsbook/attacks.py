@@ -104,6 +104,11 @@ def _normalize(g: torch.Tensor) -> torch.Tensor:
     return g / _flat_norm(g).clamp_min(1e-12)
 
 
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    # under CUDA autocast logits are float16: softmax/log of them in float32; float64 stays
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _noisy_logits(model: nn.Module, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """Logits on ``x_j + delta_ij`` for all ``j, i``, shaped ``(B, m, K)`` -- one forward pass."""
     b, m = draws.shape[:2]
@@ -126,7 +131,7 @@ def attack_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch
     if estimator == "base" or draws is None:
         logits = model(x)
         return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1)
-    log_p = F.log_softmax(_noisy_logits(model, x, draws).float(), dim=2)  # (B, m, K)
+    log_p = F.log_softmax(_upcast(_noisy_logits(model, x, draws)), dim=2)  # (B, m, K)
     m = draws.shape[1]
     index = y.view(-1, 1, 1).expand(-1, m, 1)
     log_p_y = log_p.gather(2, index).squeeze(2)  # (B, m)
@@ -140,7 +145,7 @@ def attack_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch
 def smoothed_soft_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                               draws: torch.Tensor) -> torch.Tensor:
     """Monte-Carlo estimate of ``G(x)_y`` (eq. 3) on the given draws, shape ``(B,)``."""
-    p = F.softmax(_noisy_logits(model, x, draws).float(), dim=2)
+    p = F.softmax(_upcast(_noisy_logits(model, x, draws)), dim=2)
     return p.mean(1).gather(1, y.view(-1, 1)).squeeze(1)
 
 
@@ -161,7 +166,7 @@ def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: 
         if draws is None or sigma is None:
             raise ValueError("the Stein estimator (eq. 7) needs noise draws and sigma")
         with torch.no_grad():
-            p = F.softmax(_noisy_logits(model, x, draws).float(), dim=2)
+            p = F.softmax(_upcast(_noisy_logits(model, x, draws)), dim=2)
             p_y = p.gather(2, y.view(-1, 1, 1).expand(-1, draws.shape[1], 1))  # (B, m, 1)
             weights = p_y.view(*p_y.shape[:2], *([1] * (x.dim() - 1)))
             grad_g = (draws * weights).mean(1) / sigma ** 2

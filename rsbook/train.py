@@ -23,7 +23,7 @@ from rsbook._checks import check_choice, check_positive_float, check_positive_in
 from rsbook.noise import Noise, make_noise
 
 __all__ = ["Objective", "ObjectiveOutput", "GaussianAugmentation", "fit", "evaluate_accuracy",
-           "SCHEDULES", "noisy_copies"]
+           "SCHEDULES", "noisy_copies", "SmoothAdv"]
 
 SCHEDULES = ("step", "cosine", "constant")
 

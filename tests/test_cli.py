@@ -62,3 +62,14 @@ def test_full_scale_preset_runs_on_a_tiny_cifar10_fixture(tiny_cifar10, tmp_path
     assert log["idx"].tolist() == [0, 1, 2, 3]
     assert (run_dir / "cifar10_cifar_resnet20_sigma0.25.pth").exists()
     assert (run_dir / "parameters.yaml").exists()
+
+
+def test_train_with_the_smoothadv_objective(tmp_path):
+    ckpt = tmp_path / "adv.pth"
+    assert main(["train", "--dataset", "toy2d", "--arch", "toy_mlp", "--sigma", "0.05", "--epochs", "1",
+                 "--objective", "smoothadv", "--num-noise", "2", "--objective-arg", "epsilon=0.05",
+                 "--objective-arg", "steps=2", "--objective-arg", "attack=ddn", "--batch-size", "256",
+                 "--out", str(ckpt)]) == 0
+    from rsbook.models import load_checkpoint
+
+    assert load_checkpoint(ckpt)[1]["objective"] == "smoothadv_ddn"
