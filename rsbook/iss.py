@@ -343,6 +343,7 @@ def iss_certify(smooth: Smooth, x: torch.Tensor, mapping: ISSMapping, k0: int, a
        ``max(k̂, k0)`` samples including the first ``k0`` (Alg. 2 lines 6-8). Cost
        ``max(k̂, k0)``. We count the votes of ``c``; line 7 prints a max over classes, which
        agrees unless the top class changes after the first stage.
+
     ``alpha`` defaults to the mapping's (the level ``psi`` was planned for).
     """
     check_choice(variant, VARIANTS, "variant")
