@@ -48,13 +48,13 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.optimize import brentq
-from scipy.special import betaincinv, ndtri
+from scipy.special import ndtri
 
 from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
 from rsbook.analysis import acr, certified_accuracy, read_log
 from rsbook.certify import certify_dataset
 from rsbook.smooth import ABSTAIN, Certificate, Smooth
-from rsbook.stats import clopper_pearson_lower, clopper_pearson_upper
+from rsbook.stats import beta_lower_bound, clopper_pearson_lower, clopper_pearson_upper
 
 __all__ = ["DECLINE_KINDS", "VARIANTS", "ISS_COLUMNS", "radius_hat", "radius_decline", "sample_size",
            "ISSMapping", "build_mapping", "SampledCertificate", "iss_certify", "ias_certify",
@@ -71,21 +71,6 @@ ISS_COLUMNS = ("sample_size", "k_hat", "p_low", "p_up")
 
 
 # ----------------------------------------------------------------------------- R̂(k, p)
-def _lower_bound(count, k, alpha):
-    """The Clopper-Pearson lower bound ``B(alpha; count, k - count + 1)`` for *real* ``count``.
-
-    :func:`rsbook.stats.clopper_pearson_lower` is the same formula restricted to integer
-    counts (``tests/test_iss.py`` checks they agree there). The paper evaluates it at the
-    count ``p k``, which is rarely an integer; the Beta quantile is defined and continuous
-    for any real shape parameters, so we simply extend it (count 0 gives bound 0).
-    """
-    count = np.asarray(count, dtype=float)
-    k = np.asarray(k, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = betaincinv(np.maximum(count, 1e-300), k - count + 1.0, alpha)
-    return np.where((count > 0) & (k > 0), out, 0.0)
-
-
 def radius_hat(k, p, sigma: float, alpha: float):
     """``R̂(k, p) = sigma * Phi^{-1}(B(alpha; p k, k - p k + 1))``, clipped at 0.
 
@@ -93,7 +78,7 @@ def radius_hat(k, p, sigma: float, alpha: float):
     expected share ``p`` of them (Remark 1 of the paper: "fixing ``k_A/k = p_A``"). Our
     reconstruction of the garbled formulas: Def. 1/2 and Fig. 3 use shape parameters
     ``(p k, k - p k + 1)`` (Alg. 1 prints the abbreviation ``B(alpha; p k, k)``); the
-    count ``p k`` may be fractional (see :func:`_lower_bound`). A bound ``<= 1/2`` means
+    count ``p k`` may be fractional (see :func:`rsbook.stats.beta_lower_bound`). A bound ``<= 1/2`` means
     CERTIFY abstains, i.e. radius 0, and ``k = 0`` samples certify nothing, also radius 0.
     With this convention ``psi(p) = 0`` of Alg. 1 (lines 5-6) is simply the case where
     zero samples already meet the decline bound. Broadcasts over ``k`` and ``p``.
@@ -102,7 +87,7 @@ def radius_hat(k, p, sigma: float, alpha: float):
     alpha = check_alpha(alpha)
     k = np.asarray(k, dtype=float)
     p = np.asarray(p, dtype=float)
-    lower = _lower_bound(p * k, k, alpha)
+    lower = np.asarray(beta_lower_bound(p * k, k, alpha))
     with np.errstate(divide="ignore", invalid="ignore"):
         r = sigma * ndtri(lower)
     r = np.where(lower > 0.5, r, 0.0)
@@ -176,7 +161,7 @@ def _jump_point(k_max, sigma, alpha, max_decline, kind) -> float:
     """The ``p*`` where ``r̃(p)`` turns positive, i.e. where ``psi`` jumps up from 0 (nan if never)."""
     # unclipped radius at k_max, increasing in p (the Beta(pk, k-pk+1) law increases stochastically)
     def raw(p):
-        return sigma * ndtri(_lower_bound(p * k_max, k_max, alpha))
+        return sigma * ndtri(beta_lower_bound(p * k_max, k_max, alpha))
 
     target = max_decline if kind == "AD" else 0.0
     hi = 1.0

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats as _st
+from scipy.special import betaincinv
 
 from rsbook._checks import check_alpha
 
-__all__ = ["clopper_pearson_lower", "clopper_pearson_upper", "binomial_test_pvalue"]
+__all__ = ["clopper_pearson_lower", "clopper_pearson_upper", "beta_lower_bound", "binomial_test_pvalue"]
 
 
 def _check_counts(k, n):
@@ -39,9 +40,29 @@ def clopper_pearson_lower(k, n, alpha):
     """
     alpha = check_alpha(alpha)
     kf, nf = _check_counts(k, n)
-    with np.errstate(invalid="ignore"):
-        lower = np.where(kf > 0, _st.beta.ppf(alpha, np.maximum(kf, 1), nf - kf + 1), 0.0)
-    return _scalar_or_array(lower, k, n)
+    return _scalar_or_array(_beta_lower(kf, nf, alpha), k, n)
+
+
+def _beta_lower(count, n, alpha):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = betaincinv(np.maximum(count, 1e-300), n - count + 1.0, alpha)
+    return np.where((count > 0) & (n > 0), lower, 0.0)
+
+
+def beta_lower_bound(count, n, alpha):
+    """:func:`clopper_pearson_lower` extended continuously to *real* counts ``0 <= count <= n``.
+
+    The alpha quantile of ``Beta(count, n - count + 1)`` is defined for any real shape
+    parameters; at integer counts it *is* the Clopper-Pearson bound. It is not a
+    confidence bound for a fractional count (no binomial produces one): ISS (Chen et al.,
+    2022, Def. 1) uses it to *plan* sample sizes from the expected count ``p * n``.
+    """
+    alpha = check_alpha(alpha)
+    count = np.asarray(count, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if np.any(n < 0) or np.any(count < 0) or np.any(count > n):
+        raise ValueError(f"need 0 <= count <= n, got count={count!r}, n={n!r}")
+    return _scalar_or_array(_beta_lower(count, n, alpha), count, n)
 
 
 def clopper_pearson_upper(k, n, alpha):

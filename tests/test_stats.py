@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rsbook.stats import binomial_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
+from rsbook.stats import beta_lower_bound, binomial_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (1, 10), (5, 10), (9, 10), (10, 10), (0, 1), (1, 1), (873, 1000),
@@ -72,3 +72,15 @@ def test_alpha_outside_unit_interval_is_rejected(bad):
 def test_bad_counts_are_rejected(k, n):
     with pytest.raises(ValueError, match="n must|k must"):
         clopper_pearson_lower(k, n, 0.05)
+
+
+def test_real_count_extension_is_continuous_and_monotone():
+    """beta_lower_bound equals Clopper-Pearson at integers and interpolates monotonically between them."""
+    counts = np.linspace(0, 50, 2001)
+    values = beta_lower_bound(counts, 50, 0.01)
+    assert np.all(np.diff(values) >= 0)
+    assert np.max(np.abs(np.diff(values))) < 0.01  # no jumps on a 0.025-wide grid
+    for k in (1, 10, 50):
+        assert beta_lower_bound(k, 50, 0.01) == pytest.approx(clopper_pearson_lower(k, 50, 0.01), abs=1e-12)
+    with pytest.raises(ValueError, match="count <= n"):
+        beta_lower_bound(51, 50, 0.01)
