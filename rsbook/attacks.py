@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
 from rsbook.noise import Gaussian, Noise, make_noise
+from rsbook.utils import eval_mode
 
 __all__ = ["ESTIMATORS", "ATTACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
            "ExpectedLossPGD", "BasePGD", "SteinPGD", "make_attack", "attack_loss", "ascent_direction",
@@ -233,12 +234,8 @@ class L2Attack:
         # The attack targets the classifier as it is deployed and certified: eval mode, so
         # BatchNorm uses running statistics, examples do not interact through batch statistics,
         # and the attack's forward passes do not move the running averages.
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             delta = self._run(model, x, y, draws)
-        finally:
-            model.train(was_training)
         return AttackResult((x + delta).detach(), draws)
 
     def _direction(self, model, x, y, draws):
@@ -432,10 +429,8 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
                     gen.manual_seed(seed * 1_000_003 + e_i * 10_007 + start + 5_000_011)
                     fresh = smooth.noise.sample((len(chunk), soft_draws, *x.shape[1:]), generator=gen,
                                                 device=device, dtype=x.dtype)
-                    was_training = model.training
-                    model.eval()
-                    soft = smoothed_soft_probability(model, x_adv, y, fresh).tolist()
-                    model.train(was_training)
+                    with eval_mode(model):
+                        soft = smoothed_soft_probability(model, x_adv, y, fresh).tolist()
                 for j, idx in enumerate(chunk):
                     smooth.reseed(seed * 1_000_003 + 7 * idx + 1)
                     pred = smooth.predict(x_adv[j], n, alpha, predict_batch_size)

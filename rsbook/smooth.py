@@ -17,6 +17,7 @@ import torch
 from rsbook._checks import check_alpha, check_positive_int
 from rsbook.noise import Noise, make_noise
 from rsbook.stats import binomial_test_pvalue, clopper_pearson_lower
+from rsbook.utils import eval_mode
 
 __all__ = ["ABSTAIN", "Certificate", "Smooth"]
 
@@ -97,28 +98,20 @@ class Smooth:
         xs = xs.to(self.device)
         num_inputs, k = xs.shape[0], self.num_classes
         counts = torch.zeros(num_inputs * k, dtype=torch.long, device=self.device)
-        was_training = getattr(self.base_classifier, "training", False)
-        if was_training:
-            self.base_classifier.eval()
-        try:
-            with torch.inference_mode():
-                total = num_inputs * n
-                for start in range(0, total, batch_size):
-                    b = min(batch_size, total - start)
-                    if num_inputs == 1:
-                        owner = None
-                        batch = xs.expand(b, *xs.shape[1:])
-                    else:
-                        owner = torch.arange(start, start + b, device=self.device) // n
-                        batch = xs[owner]
-                    eps = self.noise.sample(batch.shape, generator=self.generator, device=self.device,
-                                            dtype=xs.dtype)
-                    predictions = self.base_classifier(batch + eps).argmax(dim=1)
-                    slots = predictions if owner is None else owner * k + predictions
-                    counts += torch.bincount(slots, minlength=num_inputs * k)
-        finally:
-            if was_training:
-                self.base_classifier.train()
+        with eval_mode(self.base_classifier), torch.inference_mode():
+            total = num_inputs * n
+            for start in range(0, total, batch_size):
+                b = min(batch_size, total - start)
+                if num_inputs == 1:
+                    owner = None
+                    batch = xs.expand(b, *xs.shape[1:])
+                else:
+                    owner = torch.arange(start, start + b, device=self.device) // n
+                    batch = xs[owner]
+                eps = self.noise.sample(batch.shape, generator=self.generator, device=self.device, dtype=xs.dtype)
+                predictions = self.base_classifier(batch + eps).argmax(dim=1)
+                slots = predictions if owner is None else owner * k + predictions
+                counts += torch.bincount(slots, minlength=num_inputs * k)
         return counts.view(num_inputs, k).cpu().numpy()
 
     # ------------------------------------------------------------------ PREDICT
