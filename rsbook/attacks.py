@@ -32,7 +32,9 @@ conversion of certified radii used for their Table 3.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -44,6 +46,7 @@ from tqdm.auto import tqdm
 
 from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
 from rsbook.noise import Gaussian, Noise, make_noise
+from rsbook.certify import finished_rows, format_row
 from rsbook.utils import eval_mode
 
 __all__ = ["ESTIMATORS", "ATTACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
@@ -384,7 +387,7 @@ def make_attack(name: str, epsilon: float, steps: int, num_noise: int = 1, noise
 def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Sequence[float] | float, n: int,
                               alpha: float, indices: Iterable[int] | None = None, batch_size: int = 32,
                               predict_batch_size: int = 1000, seed: int = 0, soft_draws: int = 0,
-                              progress: bool = True) -> pd.DataFrame:
+                              progress: bool = True, out: str | os.PathLike | None = None) -> pd.DataFrame:
     """Empirical accuracy of the smoothed classifier ``smooth`` under ``attack`` (Salman et al., Sec. 4.3).
 
     For each example and each ``epsilon`` in ``epsilons``: attack the *smoothed soft*
@@ -396,6 +399,12 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
     reproducible. Returns one row per (example, epsilon): ``idx label epsilon predict correct
     perturbation`` (the l2 norm actually used) and, with ``soft_draws > 0``, ``soft_prob``: a
     Monte-Carlo estimate of ``G(x_hat)_y`` on that many *fresh* draws (not the attacker's).
+
+    With ``out=path`` every row is appended to a tab-separated log as soon as its batch
+    finishes, and a rerun skips the (example, epsilon) pairs already there: a batch is
+    recomputed only if some of its rows are missing, and since all randomness is seeded
+    from (seed, epsilon, batch, example) the recomputed rows equal the lost ones. The
+    returned frame is then read from the log, in the order of an uninterrupted run.
     """
     n = check_positive_int(n, "n")
     alpha = check_alpha(alpha)
@@ -408,15 +417,29 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
     model = smooth.base_classifier
     device = smooth.device
     original_epsilon = attack.epsilon
+    columns = ["idx", "label", "epsilon", "predict", "correct", "perturbation"] + (["soft_prob"] if soft_draws else [])
+    done = set()
+    log = None
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        done = {(int(r[0]), _eps_key(float(r[2]))) for r in finished_rows(out, columns)}
+        log = open(out, "a", buffering=1)
+        if out.stat().st_size == 0:
+            log.write("\t".join(columns) + "\n")
     gen = torch.Generator(device=device)
     rows = []
     total = len(eps_list) * len(indices)
-    bar = tqdm(total=total, desc=f"attack+predict {attack.name}", disable=not progress)
+    bar = tqdm(total=total, desc=f"attack+predict {attack.name}", disable=not progress,
+               initial=sum((i, _eps_key(e)) in done for e in eps_list for i in indices))
     try:
         for e_i, eps in enumerate(eps_list):
             attack.epsilon = eps
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
+                missing = [(i, idx) for i, idx in enumerate(chunk) if (idx, _eps_key(eps)) not in done]
+                if not missing:
+                    continue
                 xs, ys = zip(*(dataset[i] for i in chunk))
                 x = torch.stack(list(xs)).to(device)
                 y = torch.as_tensor([int(v) for v in ys], device=device)
@@ -431,17 +454,32 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
                                                 device=device, dtype=x.dtype)
                     with eval_mode(model):
                         soft = smoothed_soft_probability(model, x_adv, y, fresh).tolist()
-                for j, idx in enumerate(chunk):
+                for j, idx in missing:
                     smooth.reseed(seed * 1_000_003 + 7 * idx + 1)
                     pred = smooth.predict(x_adv[j], n, alpha, predict_batch_size)
-                    rows.append((idx, int(y[j]), eps, pred, int(pred == int(y[j])), norms[j], soft[j]))
-                bar.update(len(chunk))
+                    row = (idx, int(y[j]), eps, pred, int(pred == int(y[j])), norms[j]) + ((soft[j],) if soft_draws else ())
+                    rows.append(row)
+                    if log is not None:
+                        log.write(format_row(row))
+                bar.update(len(missing))
     finally:
         attack.epsilon = original_epsilon
         bar.close()
-    frame = pd.DataFrame(rows, columns=["idx", "label", "epsilon", "predict", "correct", "perturbation",
-                                        "soft_prob"])
-    return frame if soft_draws else frame.drop(columns="soft_prob")
+        if log is not None:
+            log.close()
+    if out is None:
+        return pd.DataFrame(rows, columns=columns)
+    frame = pd.read_csv(out, sep="\t")
+    frame["_eps"] = frame["epsilon"].map(_eps_key)
+    wanted = pd.DataFrame([(i, _eps_key(e), k) for k, (e, i) in enumerate((e, i) for e in eps_list for i in indices)],
+                          columns=["idx", "_eps", "_order"])
+    frame = wanted.merge(frame, on=["idx", "_eps"], how="left").sort_values("_order")
+    return frame[columns].reset_index(drop=True)
+
+
+def _eps_key(eps: float) -> float:
+    # the log stores 6 significant digits; compare epsilons at that precision
+    return float(f"{float(eps):.6g}")
 
 
 def empirical_accuracy_curve(frame: pd.DataFrame) -> pd.Series:

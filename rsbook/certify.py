@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from rsbook._checks import check_alpha, check_positive_int
 from rsbook.smooth import Certificate, Smooth
 
-__all__ = ["LOG_COLUMNS", "certify_dataset", "merge_logs", "select_indices", "parse_shard"]
+__all__ = ["LOG_COLUMNS", "certify_dataset", "merge_logs", "select_indices", "parse_shard", "finished_rows",
+           "format_row"]
 
 LOG_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "count", "n", "p_lower", "n0")
 
@@ -55,8 +56,16 @@ def select_indices(length: int, skip: int = 1, max_examples: int | None = None, 
     return indices
 
 
-def _repair_and_read_done(path: Path, columns: Sequence[str]) -> set[int]:
-    """Indices already certified in ``path``; truncates a trailing partial row left by a crash."""
+def finished_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[list[str]]:
+    """The complete rows of a resumable tab-separated log, as lists of strings.
+
+    Truncates a trailing half-written row (left by a kill during a write) and refuses a
+    log whose header differs from ``columns``. A missing or empty file has no rows.
+    Shared by every resumable log in rsbook (certification, empirical robustness).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
     with open(path, "rb+") as fh:
         data = fh.read()
         if data and not data.endswith(b"\n"):
@@ -66,12 +75,17 @@ def _repair_and_read_done(path: Path, columns: Sequence[str]) -> set[int]:
             data = data[:cut]
     lines = data.decode().splitlines()
     if not lines:
-        return set()
+        return []
     header = lines[0].split("\t")
     if header != list(columns):
         raise ValueError(f"existing log {path} has columns {header}, expected {list(columns)}; "
                          "use another output path or delete the file")
-    return {int(line.split("\t", 1)[0]) for line in lines[1:] if line.strip()}
+    return [line.split("\t") for line in lines[1:] if line.strip()]
+
+
+def format_row(values) -> str:
+    """One log line (with its newline) in the format :func:`finished_rows` reads back."""
+    return "\t".join(_format(v) for v in values) + "\n"
 
 
 def _format(value) -> str:
@@ -98,7 +112,7 @@ def certify_dataset(smooth: Smooth, dataset, n0: int, n: int, alpha: float, out:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     indices = select_indices(len(dataset), skip, max_examples, shard)
-    done = _repair_and_read_done(out, columns) if out.exists() else set()
+    done = {int(row[0]) for row in finished_rows(out, columns)}
     todo = [i for i in indices if i not in done]
     if certify_fn is None:
         def certify_fn(x):
@@ -117,7 +131,7 @@ def certify_dataset(smooth: Smooth, dataset, n0: int, n: int, alpha: float, out:
             row = [idx, label, cert.prediction, float(cert.radius), int(cert.prediction == label),
                    round(elapsed, 4), cert.count, cert.n, float(cert.p_lower), cert.n0]
             row += [getattr(cert, c) for c in extra_columns]
-            log.write("\t".join(_format(v) for v in row) + "\n")
+            log.write(format_row(row))
             log.flush()
     return out
 
@@ -145,5 +159,5 @@ def merge_logs(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> Pa
     with open(out, "w") as fh:
         fh.write("\t".join(header) + "\n")
         for row in merged.itertuples(index=False):
-            fh.write("\t".join(_format(v.item() if hasattr(v, "item") else v) for v in row) + "\n")
+            fh.write(format_row(v.item() if hasattr(v, "item") else v for v in row))
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import norm
@@ -25,6 +26,7 @@ from rsbook.attacks import (ATTACKS, ascent_direction, attack_loss, empirical_ro
 from rsbook.data import get_dataset
 from rsbook.models import get_model
 from rsbook.train import GaussianAugmentation, fit
+from rsbook.smooth import Smooth
 from rsbook.utils import seed_everything
 
 
@@ -269,3 +271,39 @@ def test_empirical_robust_accuracy_is_reproducible_and_monotone_in_epsilon(digit
     print(f"\nempirical accuracy by epsilon: {acc.to_dict()}")
     assert acc[0.0] >= acc[0.5] >= acc[1.5] and acc[1.5] < acc[0.0]
     assert (f1["perturbation"] <= f1["epsilon"] + 1e-5).all()
+
+
+def test_empirical_robust_accuracy_log_resumes_after_a_crash(tmp_path, monkeypatch):
+    """With out=..., an interrupted run (plus a half-written row) resumes to exactly the uninterrupted result."""
+    from rsbook.attacks import SmoothAdvPGD
+
+    torch.manual_seed(0)
+    model = get_model("toy_mlp", "toy2d").eval()
+    data = get_dataset("toy2d", "test")
+    kwargs = dict(epsilons=[0.0, 0.1], n=50, alpha=0.01, indices=range(7), batch_size=3, progress=False)
+
+    def attack():
+        return SmoothAdvPGD(0.1, steps=2, num_noise=4, noise=0.05)
+
+    clean = empirical_robust_accuracy(Smooth(model, 3, 0.05), data, attack(), **kwargs)
+    path = tmp_path / "empirical.tsv"
+    smooth = Smooth(model, 3, 0.05)
+    calls = {"n": 0}
+    original = Smooth.predict
+
+    def crashing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Smooth, "predict", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        empirical_robust_accuracy(smooth, data, attack(), out=path, **kwargs)
+    monkeypatch.setattr(Smooth, "predict", original)
+    assert len(path.read_text().splitlines()) == 1 + 9  # header + every row finished before the crash
+    with open(path, "a") as fh:
+        fh.write("6\t1\t0.1\t1")  # a half-written row
+    resumed = empirical_robust_accuracy(Smooth(model, 3, 0.05), data, attack(), out=path, **kwargs)
+    pd.testing.assert_frame_equal(resumed, clean, check_dtype=False)
+    assert len(path.read_text().splitlines()) == 1 + 14
