@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
-__all__ = ["main", "OBJECTIVES"]
-
-#: training objectives available from the command line: name -> "module:Class"
-OBJECTIVES = {
-    "gaussian": "rsbook.train:GaussianAugmentation",
-    "smoothadv": "rsbook.train:SmoothAdv",
-}
-
-
-def _objective(name: str, sigma: float, num_noise: int, args: dict):
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; valid choices: {', '.join(OBJECTIVES)}")
-    module, cls = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(sigma=sigma, num_noise=num_noise, **args)
-
+__all__ = ["main", "build_parser"]
 
 def _cmd_train(a):
     from rsbook.data import get_dataset
     from rsbook.models import get_model
     from rsbook.runner import parse_overrides
-    from rsbook.train import fit
+    from rsbook.train import fit, make_objective
     from rsbook.utils import seed_everything
 
     seed_everything(a.seed, threads=None)
     model = get_model(a.arch, a.dataset)
-    objective = _objective(a.objective, a.sigma, a.num_noise, parse_overrides(a.objective_arg))
+    objective = make_objective(a.objective, a.sigma, a.num_noise, **parse_overrides(a.objective_arg))
     train_set = get_dataset(a.dataset, "train", root=a.data_root, download=a.download)
     history = fit(model, train_set, objective, a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
                   weight_decay=a.weight_decay, schedule=a.schedule, step_size=a.step_size, gamma=a.gamma,
@@ -97,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", required=True)
     t.add_argument("--arch", required=True)
     t.add_argument("--sigma", type=float, required=True)
-    t.add_argument("--objective", default="gaussian", help=f"one of {', '.join(OBJECTIVES)}")
+    t.add_argument("--objective", default="gaussian", help="gaussian | smoothadv (see rsbook.train.OBJECTIVES)")
     t.add_argument("--num-noise", type=int, default=1, help="noise draws per example (m_train)")
     t.add_argument("--objective-arg", action="append", metavar="KEY=VALUE",
                    help="extra objective argument, e.g. epsilon=0.5 (repeatable)")

@@ -23,7 +23,7 @@ from rsbook._checks import check_choice, check_positive_float, check_positive_in
 from rsbook.noise import Noise, make_noise
 
 __all__ = ["Objective", "ObjectiveOutput", "GaussianAugmentation", "fit", "evaluate_accuracy",
-           "SCHEDULES", "noisy_copies", "SmoothAdv"]
+           "SCHEDULES", "noisy_copies", "SmoothAdv", "OBJECTIVES", "make_objective"]
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -245,3 +245,17 @@ class SmoothAdv(Objective):
         inputs, targets, _ = noisy_copies(x_hat, y, self.noise, self.num_noise, noise_draws=draws)
         logits = model(inputs)
         return ObjectiveOutput(F.cross_entropy(logits, targets), logits, targets)
+
+
+#: training methods by name (used by the command line and the notebooks)
+OBJECTIVES = {"gaussian": GaussianAugmentation, "smoothadv": SmoothAdv}
+
+
+def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, **kwargs) -> Objective:
+    """The objective called ``name`` (see :data:`OBJECTIVES`) for noise ``sigma`` with ``num_noise`` draws.
+
+    ``kwargs`` go to the objective, e.g. ``make_objective("smoothadv", 0.5, 2, epsilon=1.0, steps=2,
+    attack="ddn")``; with ``epsilon=0`` SmoothAdv is Gaussian augmentation.
+    """
+    check_choice(name, OBJECTIVES, "objective")
+    return OBJECTIVES[name](sigma=sigma, num_noise=num_noise, **kwargs)
