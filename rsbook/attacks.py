@@ -42,12 +42,11 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
 from rsbook.noise import Gaussian, Noise, make_noise
 from rsbook.certify import finished_rows, format_row
-from rsbook.utils import eval_mode
+from rsbook.utils import eval_mode, progress_bar
 
 __all__ = ["ESTIMATORS", "ATTACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
            "ExpectedLossPGD", "BasePGD", "SteinPGD", "make_attack", "attack_loss", "ascent_direction",
@@ -120,6 +119,12 @@ def _noisy_logits(model: nn.Module, x: torch.Tensor, draws: torch.Tensor) -> tor
     return logits.view(b, m, -1)
 
 
+def _chunks(m: int, chunk: int | None):
+    """Slices of the ``m`` draws, ``chunk`` at a time (all at once when ``chunk`` is None)."""
+    size = m if chunk is None else max(1, min(int(chunk), m))
+    return [slice(start, min(start + size, m)) for start in range(0, m, size)]
+
+
 def attack_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor | None,
                 estimator: str = "smoothadv") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example loss the attacker ascends, and the smoothed-soft prediction on the same draws.
@@ -129,7 +134,8 @@ def attack_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch
     draw gives the true class a tiny probability. ``"expected_loss"``: eq. (4),
     ``mean_i -log softmax_i[y]``. ``"base"``: ``-log softmax(f(x))_y`` (``draws`` unused).
     Returns ``(loss (B,), predicted class (B,))``; the prediction is the argmax of the
-    plug-in estimate of ``G`` (of ``F`` for ``"base"``).
+    plug-in estimate of ``G`` (of ``F`` for ``"base"``). One forward pass over all ``B m``
+    noisy inputs; :func:`ascent_direction` is the memory-bounded (chunked) gradient.
     """
     check_choice(estimator, ESTIMATORS[:3], "estimator")
     if estimator == "base" or draws is None:
@@ -147,14 +153,22 @@ def attack_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch
 
 @torch.no_grad()
 def smoothed_soft_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                              draws: torch.Tensor) -> torch.Tensor:
-    """Monte-Carlo estimate of ``G(x)_y`` (eq. 3) on the given draws, shape ``(B,)``."""
-    p = F.softmax(_upcast(_noisy_logits(model, x, draws)), dim=2)
-    return p.mean(1).gather(1, y.view(-1, 1)).squeeze(1)
+                              draws: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Monte-Carlo estimate of ``G(x)_y`` (eq. 3) on the given draws, shape ``(B,)`` (``chunk`` draws per pass)."""
+    return _soft_mean(model, x, draws, chunk).gather(1, y.view(-1, 1)).squeeze(1)
+
+
+@torch.no_grad()
+def _soft_mean(model, x, draws, chunk=None) -> torch.Tensor:
+    """``(1/m) sum_i softmax(f(x + delta_i))``, shape ``(B, K)``, accumulated over chunks of draws."""
+    total = 0.0
+    for s in _chunks(draws.shape[1], chunk):
+        total = total + F.softmax(_upcast(_noisy_logits(model, x, draws[:, s])), dim=2).sum(1)
+    return total / draws.shape[1]
 
 
 def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor | None,
-                     estimator: str = "smoothadv", sigma: float | None = None
+                     estimator: str = "smoothadv", sigma: float | None = None, chunk: int | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Estimated gradient of the attack objective at ``x`` (not normalised) and the current prediction.
 
@@ -164,22 +178,62 @@ def ascent_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: 
     ``-(1/m) sum_i delta_i / sigma^2 * F(x + delta_i)_y``, an unbiased estimate of
     ``-grad G(x)_y``; no gradient of the network is taken. Its scale differs from
     ``grad -log G_y`` by the positive factor ``1 / G_y``, which the normalised steps ignore.
+
+    Memory: the ``m`` draws are processed ``chunk`` at a time (all at once if None), each
+    chunk with its own forward/backward pass, so at most ``B * chunk`` noisy inputs are in
+    one autograd graph whatever ``m`` is. The chunks combine exactly: eq. (4) is a sum over
+    draws; for eq. (6), with ``L_c = logsumexp_{i in c} log F_i(y)`` per chunk,
+    ``-log((1/m) sum_i F_i(y)) = log m - logsumexp_c L_c`` and its gradient is
+    ``-sum_c softmax_c(L) grad L_c``, accumulated with a running maximum so it stays finite.
     """
     check_choice(estimator, ESTIMATORS, "estimator")
     if estimator == "stein":
         if draws is None or sigma is None:
             raise ValueError("the Stein estimator (eq. 7) needs noise draws and sigma")
+        grad_g, p_sum = torch.zeros_like(x), 0.0
         with torch.no_grad():
-            p = F.softmax(_upcast(_noisy_logits(model, x, draws)), dim=2)
-            p_y = p.gather(2, y.view(-1, 1, 1).expand(-1, draws.shape[1], 1))  # (B, m, 1)
-            weights = p_y.view(*p_y.shape[:2], *([1] * (x.dim() - 1)))
-            grad_g = (draws * weights).mean(1) / sigma ** 2
-        return -grad_g.to(x.dtype), p.mean(1).argmax(1)
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss, prediction = attack_loss(model, x, y, draws, estimator)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return grad.detach(), prediction.detach()
+            for s in _chunks(draws.shape[1], chunk):
+                p = F.softmax(_upcast(_noisy_logits(model, x, draws[:, s])), dim=2)
+                p_y = p.gather(2, y.view(-1, 1, 1).expand(-1, p.shape[1], 1))  # (B, c, 1)
+                weights = p_y.view(*p_y.shape[:2], *([1] * (x.dim() - 1)))
+                grad_g = grad_g + (draws[:, s] * weights).sum(1).to(x.dtype)
+                p_sum = p_sum + p.sum(1)
+        grad_g = grad_g / (draws.shape[1] * sigma ** 2)
+        return -grad_g, p_sum.argmax(1)
+    if estimator == "base" or draws is None:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss, prediction = attack_loss(model, x, y, None, "base")
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        return grad.detach(), prediction.detach()
+    m = draws.shape[1]
+    shape = (-1, *([1] * (x.dim() - 1)))
+    acc = torch.zeros_like(x)
+    run_max = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+    run_sum = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    p_sum = 0.0
+    for s in _chunks(m, chunk):
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            log_p = F.log_softmax(_upcast(_noisy_logits(model, xg, draws[:, s])), dim=2)  # (B, c, K)
+            log_p_y = log_p.gather(2, y.view(-1, 1, 1).expand(-1, log_p.shape[1], 1)).squeeze(2)
+            part = torch.logsumexp(log_p_y, dim=1) if estimator == "smoothadv" else -log_p_y.sum(1)
+            (g,) = torch.autograd.grad(part.sum(), xg)
+        p_sum = p_sum + log_p.detach().exp().sum(1)
+        if estimator == "smoothadv":
+            level = part.detach().double()
+            new_max = torch.maximum(run_max, level)
+            scale_old, scale_new = torch.exp(run_max - new_max), torch.exp(level - new_max)
+            acc = acc * scale_old.to(x.dtype).view(shape) + g * scale_new.to(x.dtype).view(shape)
+            run_sum = run_sum * scale_old + scale_new
+            run_max = new_max
+        else:
+            acc = acc + g
+    if estimator == "smoothadv":
+        grad = -acc / run_sum.to(x.dtype).view(shape)
+    else:
+        grad = acc / m
+    return grad.detach(), p_sum.argmax(1)
 
 
 @dataclass
@@ -430,8 +484,8 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
     gen = torch.Generator(device=device)
     rows = []
     total = len(eps_list) * len(indices)
-    bar = tqdm(total=total, desc=f"attack+predict {attack.name}", disable=not progress,
-               initial=sum((i, _eps_key(e)) in done for e in eps_list for i in indices))
+    bar = progress_bar(total=total, desc=f"attack+predict {attack.name}", disable=not progress,
+                       initial=sum((i, _eps_key(e)) in done for e in eps_list for i in indices))
     try:
         for e_i, eps in enumerate(eps_list):
             attack.epsilon = eps

@@ -16,15 +16,37 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from rsbook._checks import check_alpha, check_positive_int
 from rsbook.smooth import Certificate, Smooth
+from rsbook.utils import progress_bar
 
-__all__ = ["LOG_COLUMNS", "certify_dataset", "merge_logs", "select_indices", "parse_shard", "finished_rows",
+__all__ = ["LOG_COLUMNS", "CERTIFIERS", "register_certifier", "certify_dataset", "merge_logs", "select_indices", "parse_shard", "finished_rows",
            "format_row"]
 
 LOG_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "count", "n", "p_lower", "n0")
+
+#: certifiers by name: ``name -> (fn, extra_columns)`` with
+#: ``fn(smooth, x, *, n0, n, alpha, batch_size, **kwargs) -> Certificate``; the extra columns
+#: are attributes of the returned certificate logged after :data:`LOG_COLUMNS`
+CERTIFIERS: dict[str, tuple[Callable, tuple[str, ...]]] = {}
+
+
+def register_certifier(name: str, extra_columns: Iterable[str] = ()):
+    """Function decorator: make a certifier reachable by name (experiment helper, command line)."""
+    def register(fn):
+        if name in CERTIFIERS and CERTIFIERS[name][0] is not fn:
+            raise ValueError(f"certifier name {name!r} is already registered")
+        CERTIFIERS[name] = (fn, tuple(extra_columns))
+        return fn
+
+    return register
+
+
+@register_certifier("certify")
+def _certify(smooth: Smooth, x: torch.Tensor, *, n0: int, n: int, alpha: float, batch_size: int) -> Certificate:
+    """Cohen et al.'s CERTIFY (:meth:`rsbook.smooth.Smooth.certify`)."""
+    return smooth.certify(x, n0, n, alpha, batch_size)
 
 
 def parse_shard(shard) -> tuple[int, int] | None:
@@ -120,7 +142,7 @@ def certify_dataset(smooth: Smooth, dataset, n0: int, n: int, alpha: float, out:
     with open(out, "a", buffering=1) as log:
         if not done and out.stat().st_size == 0:
             log.write("\t".join(columns) + "\n")
-        for idx in tqdm(todo, desc=f"certify {out.name}", disable=not progress,
+        for idx in progress_bar(todo, desc=f"certify {out.name}", disable=not progress,
                         initial=len(indices) - len(todo), total=len(indices)):
             x, label = dataset[idx]
             label = int(label)

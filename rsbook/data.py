@@ -33,6 +33,14 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def input_numel(self) -> int:
+        """Dimension d of one input (what noise families and l2/linf conversions need)."""
+        out = 1
+        for s in self.input_shape:
+            out *= s
+        return out
+
 
 DATASETS = {
     "digits": DatasetInfo("digits", 10, (1, 8, 8), (0.3050,), (0.3810,)),

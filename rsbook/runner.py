@@ -3,7 +3,9 @@
 A preset is ``notebooks/presets/<notebook stem>/<name>.yaml``: a mapping of the
 notebook's ``parameters`` cell variables. Each run gets its own folder holding the
 parameters used, the executed notebook and every artefact the notebook writes
-(the runner sets the notebook's ``out_dir`` parameter to that folder).
+(the runner sets the notebook's ``out_dir`` parameter to that folder). Parameters are
+checked against the notebook's ``parameters`` cell before anything executes
+(:func:`rsbook.params.check_overrides`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def run_notebook(notebook: str | os.PathLike, preset: str | None = None, params_
         raise FileNotFoundError(f"notebook not found: {notebook}")
     params = load_parameters(notebook, preset, params_file)
     params.update(overrides or {})
+    # fail before any cell runs: unknown names (typos), wrong types, bad values
+    from rsbook.params import check_overrides
+
+    check_overrides(notebook, params)
     label = preset or (Path(params_file).stem if params_file else "defaults")
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,8 +1,10 @@
 """One training loop, many objectives.
 
 Every training method in the book is an :class:`Objective`: a callable that maps a
-batch ``(x, y)`` to a loss. :func:`fit` owns everything else (optimiser, schedule,
-seeding, checkpoint-per-epoch with resume, AMP and channels_last on CUDA, progress).
+batch ``(x, y)`` to a loss, registered by name with :func:`register_objective` so the
+command line and the notebooks reach it (``OBJECTIVES``). :func:`fit` owns everything
+else (optimiser, learning-rate warm-up and schedule, seeding, checkpoint-per-epoch with
+resume, AMP and channels_last on CUDA, progress).
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from rsbook._checks import check_choice, check_positive_float, check_positive_int
 from rsbook.noise import Noise, make_noise
+from rsbook.utils import progress_bar, training_seed
 
 __all__ = ["Objective", "ObjectiveOutput", "GaussianAugmentation", "fit", "evaluate_accuracy",
-           "SCHEDULES", "noisy_copies", "SmoothAdv", "OBJECTIVES", "make_objective"]
+           "SCHEDULES", "BATCH_COUNTS", "noisy_copies", "SmoothAdv", "OBJECTIVES", "make_objective",
+           "register_objective"]
 
 SCHEDULES = ("step", "cosine", "constant")
+#: what ``fit(batch_size=...)`` counts: clean images per step, or noisy inputs per step
+BATCH_COUNTS = ("images", "noisy")
 
 
 @dataclass
@@ -38,15 +43,52 @@ class ObjectiveOutput:
 
 
 class Objective:
-    """A training method. Subclasses implement :meth:`__call__`."""
+    """A training method. Subclasses implement :meth:`__call__`.
+
+    ``num_noise`` is the number of noise draws per example (``fit(batch_counts="noisy")``
+    divides the image batch by it). An objective that needs to know *which* training
+    examples are in the batch (e.g. a table of per-example teacher targets) sets
+    ``uses_index = True`` and then receives ``index=`` (the dataset indices) in
+    :meth:`__call__`. :meth:`prepare` runs once before training, after the model is on its
+    device. :meth:`cross_entropy` is the loss every objective should use: it honours
+    ``fit(label_smoothing=...)`` and computes in float32 under AMP.
+    """
 
     name = "objective"
+    num_noise = 1
+    uses_index = False
+    label_smoothing = 0.0
+
+    def prepare(self, model: nn.Module, train_set: Dataset, device: torch.device) -> None:
+        """Called by :func:`fit` once before the first epoch (e.g. to precompute targets)."""
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called by :func:`fit` before each epoch (0-based), e.g. for an epsilon warm-up."""
 
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy in float32 (float16 log-softmax loses the small probabilities), with label smoothing."""
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing, reduction=reduction)
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ObjectiveOutput:
         raise NotImplementedError
+
+
+#: training methods by name (used by the command line and the notebooks); see :func:`register_objective`
+OBJECTIVES: dict[str, type] = {}
+
+
+def register_objective(name: str):
+    """Class decorator: make an :class:`Objective` reachable by ``name`` (``make_objective``, ``--objective``).
+
+    Its constructor must accept ``(sigma, num_noise=1, **kwargs)``.
+    """
+    def register(cls):
+        if name in OBJECTIVES and OBJECTIVES[name] is not cls:
+            raise ValueError(f"objective name {name!r} is already registered to {OBJECTIVES[name].__name__}")
+        OBJECTIVES[name] = cls
+        return cls
+
+    return register
 
 
 def noisy_copies(x: torch.Tensor, y: torch.Tensor, noise: Noise, m: int, noise_draws: torch.Tensor | None = None):
@@ -63,6 +105,7 @@ def noisy_copies(x: torch.Tensor, y: torch.Tensor, noise: Noise, m: int, noise_d
     return inputs, y.repeat_interleave(m), noise_draws
 
 
+@register_objective("gaussian")
 class GaussianAugmentation(Objective):
     """Cohen et al. (2019), Sec. 3.3: cross-entropy of ``f`` on ``x + delta``, ``delta ~ N(0, sigma^2 I)``.
 
@@ -79,37 +122,92 @@ class GaussianAugmentation(Objective):
     def __call__(self, model, x, y):
         inputs, targets, _ = noisy_copies(x, y, self.noise, self.num_noise)
         logits = model(inputs)
-        return ObjectiveOutput(F.cross_entropy(logits, targets), logits, targets)
+        return ObjectiveOutput(self.cross_entropy(logits, targets), logits, targets)
 
 
-def _make_scheduler(optimizer, schedule, epochs, step_size, gamma):
-    if schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+class _LearningRate:
+    """Multiplier of the base learning rate in epoch ``e``: linear warm-up, then the schedule.
+
+    Warm-up (Goyal et al., 2017) raises the rate linearly over the first ``warmup`` epochs,
+    ``(e + 1) / warmup``; the schedule then runs over the remaining ``epochs - warmup`` epochs
+    as if they started at 0: ``step`` multiplies by ``gamma`` every ``step_size`` epochs,
+    ``cosine`` anneals to 0 (``(1 + cos(pi t / T)) / 2``), ``constant`` keeps it.
+    """
+
+    def __init__(self, schedule: str, epochs: int, warmup: int, step_size: int, gamma: float):
+        self.schedule, self.epochs, self.warmup = schedule, epochs, warmup
+        self.step_size, self.gamma = step_size, gamma
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return (epoch + 1) / self.warmup
+        t, horizon = epoch - self.warmup, max(1, self.epochs - self.warmup)
+        if self.schedule == "step":
+            return self.gamma ** (t // self.step_size)
+        if self.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t / horizon))
+        return 1.0
+
+
+class _WithIndex(Dataset):
+    """Yields ``(x, y, index)`` so objectives with ``uses_index`` learn which examples they see."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+def _check_nonneg_int(value, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int, *, batch_size: int = 256,
         lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4, schedule: str = "step",
-        step_size: int = 30, gamma: float = 0.1, checkpoint: str | os.PathLike | None = None,
+        step_size: int = 30, gamma: float = 0.1, warmup_epochs: int = 0, label_smoothing: float = 0.0,
+        batch_counts: str = "images", checkpoint: str | os.PathLike | None = None,
         arch: str | None = None, dataset: str | None = None, device: str | torch.device | None = None,
         seed: int = 0, num_workers: int = 0, amp: bool | None = None, progress: bool = True) -> list[dict]:
     """Train ``model`` on ``train_set`` by minimising ``objective`` with SGD; returns per-epoch history.
 
+    Learning rate: ``lr`` with a linear warm-up over ``warmup_epochs`` and then ``schedule``
+    (see :class:`_LearningRate`). ``label_smoothing`` goes to the objective's cross-entropy.
+
+    ``batch_counts`` says what ``batch_size`` counts when the objective draws ``m > 1`` noisy
+    copies per image: ``"images"`` (default) steps on ``batch_size`` images, i.e.
+    ``batch_size * m`` noisy inputs; ``"noisy"`` steps on ``batch_size // m`` images, i.e.
+    ``batch_size`` noisy inputs per step and ``m`` times more steps per epoch. ``"noisy"`` is
+    the convention of Salman et al.'s and Jeong et al.'s code (a 256-input batch is split
+    into ``m`` sub-batches of ``256 / m`` images, each with ``m`` draws).
+
     With ``checkpoint=path`` the state (model, optimiser, schedule, history) is written
     after every epoch and a rerun resumes after the last finished epoch; ``arch`` and
     ``dataset`` are stored so :func:`rsbook.models.load_checkpoint` can rebuild the model.
-    Each epoch's shuffling and noise are seeded from ``(seed, epoch)``, so a resumed run
-    continues exactly as an uninterrupted one would. On CUDA, ``amp`` (default on) uses
+    Each epoch's shuffling and noise are seeded from ``(seed', epoch)`` with
+    ``seed' = seed + $RSBOOK_SEED_OFFSET`` (:func:`rsbook.utils.training_seed`), so a resumed
+    run continues exactly as an uninterrupted one would. On CUDA, ``amp`` (default on) uses
     float16 autocast with loss scaling, and 4-D inputs use channels_last.
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     lr = check_positive_float(lr, "lr")
     check_choice(schedule, SCHEDULES, "schedule")
+    check_choice(batch_counts, BATCH_COUNTS, "batch_counts")
+    warmup_epochs = _check_nonneg_int(warmup_epochs, "warmup_epochs")
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+    objective.label_smoothing = float(label_smoothing)
     if checkpoint is not None and (arch is None or dataset is None):
         raise ValueError("fit(checkpoint=...) needs arch= and dataset= so the checkpoint can be reloaded")
+    seed = training_seed(seed)
+    images_per_step = batch_size if batch_counts == "images" else max(1, batch_size // objective.num_noise)
     device = torch.device(device) if device is not None else (
         torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     on_cuda = device.type == "cuda"
@@ -118,7 +216,8 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
     if on_cuda:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = _make_scheduler(optimizer, schedule, epochs, step_size, gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _LearningRate(schedule, epochs, warmup_epochs, step_size, gamma))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history: list[dict] = []
     start_epoch = 0
@@ -131,23 +230,27 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
         scheduler.load_state_dict(state["scheduler"])
         history = list(state.get("history", []))
         start_epoch = int(state["epoch"]) + 1
+    data = _WithIndex(train_set) if objective.uses_index else train_set
+    if start_epoch < epochs:
+        objective.prepare(model, train_set, device)
 
-    bar = tqdm(range(start_epoch, epochs), desc=f"train {objective.name}", disable=not progress,
-               initial=start_epoch, total=epochs)
+    bar = progress_bar(range(start_epoch, epochs), desc=f"train {objective.name}", disable=not progress,
+                       initial=start_epoch, total=epochs)
     for epoch in bar:
         torch.manual_seed(seed * 100_003 + epoch)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+        loader = DataLoader(data, batch_size=images_per_step, shuffle=True, num_workers=num_workers,
                             generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
                             pin_memory=on_cuda, drop_last=False)
         objective.start_epoch(epoch, epochs)
         model.train()
         total_loss, total_correct, total_seen, total_noisy, t0 = 0.0, 0, 0, 0, time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for batch in loader:
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            extra = {"index": batch[2].to(device)} if objective.uses_index else {}
             if on_cuda and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                out = objective(model, x, y)
+                out = objective(model, x, y, **extra)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)
@@ -191,6 +294,7 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, noise: Noise | float |
     return correct / total
 
 
+@register_objective("smoothadv")
 class SmoothAdv(Objective):
     """Salman et al. (NeurIPS 2019), Pseudocode 1: adversarial training of the *smoothed* classifier.
 
@@ -244,11 +348,7 @@ class SmoothAdv(Objective):
         x_hat = self.attack(model, x, y, draws=draws).x_adv if self.attack.epsilon > 0 else x
         inputs, targets, _ = noisy_copies(x_hat, y, self.noise, self.num_noise, noise_draws=draws)
         logits = model(inputs)
-        return ObjectiveOutput(F.cross_entropy(logits, targets), logits, targets)
-
-
-#: training methods by name (used by the command line and the notebooks)
-OBJECTIVES = {"gaussian": GaussianAugmentation, "smoothadv": SmoothAdv}
+        return ObjectiveOutput(self.cross_entropy(logits, targets), logits, targets)
 
 
 def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, **kwargs) -> Objective:
@@ -259,3 +359,4 @@ def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, **kwargs
     """
     check_choice(name, OBJECTIVES, "objective")
     return OBJECTIVES[name](sigma=sigma, num_noise=num_noise, **kwargs)
+from rsbook import baselines, catrs  # noqa: E402,F401 (register objectives)

@@ -1,14 +1,21 @@
-"""Small shared helpers: reproducibility and device choice."""
+"""Small shared helpers: reproducibility, device choice and progress bars."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import sys
+import time
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "default_device", "eval_mode"]
+__all__ = ["seed_everything", "default_device", "eval_mode", "seed_offset", "training_seed", "progress_bar",
+           "SEED_OFFSET_ENV"]
+
+#: environment variable whose integer value is added to every training seed (see :func:`training_seed`)
+SEED_OFFSET_ENV = "RSBOOK_SEED_OFFSET"
 
 
 def seed_everything(seed: int = 0, threads: int | None = 2) -> None:
@@ -43,3 +50,91 @@ def eval_mode(model: torch.nn.Module):
         yield model
     finally:
         model.train(was_training)
+
+
+def seed_offset() -> int:
+    """The integer in ``$RSBOOK_SEED_OFFSET`` (0 when unset).
+
+    ``make test`` sets it so that every notebook trains with other random numbers than the
+    run that stored its outputs: a locked digit that depends on training then fails on every
+    machine, not only on other people's.
+    """
+    raw = os.environ.get(SEED_OFFSET_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_OFFSET_ENV} must be an integer, got {raw!r}") from None
+
+
+def training_seed(seed: int) -> int:
+    """The seed training actually uses: ``seed + $RSBOOK_SEED_OFFSET``.
+
+    Applied to training randomness only (initial weights, shuffling, training noise);
+    certification and analytic-classifier seeds are left alone, so exact results stay exact.
+    """
+    return int(seed) + seed_offset()
+
+
+class _FinalLine:
+    """A progress counter for notebook kernels: silent while running, one summary line at the end.
+
+    A headless kernel (papermill, nbval) would store every redraw of a text bar as output;
+    this stores one line instead. Interface: the subset of tqdm that rsbook uses.
+    """
+
+    def __init__(self, iterable=None, desc="", total=None, initial=0, **_):
+        self.iterable, self.desc, self.n = iterable, desc, initial
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.postfix, self.start, self.closed = "", time.perf_counter(), False
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.n += 1
+        self.close()
+
+    def update(self, k=1):
+        self.n += k
+
+    def set_postfix(self, **kwargs):
+        self.postfix = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        total = f"/{self.total}" if self.total is not None else ""
+        extra = f" ({self.postfix})" if self.postfix else ""
+        print(f"{self.desc}: {self.n}{total} done in {time.perf_counter() - self.start:.1f} s{extra}",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _in_notebook_kernel() -> bool:
+    return "ipykernel" in sys.modules and not sys.stderr.isatty()
+
+
+def progress_bar(iterable=None, *, desc: str = "", total=None, initial: int = 0, disable: bool = False):
+    """A tqdm bar on a terminal; one final line in a notebook kernel; nothing when ``disable``.
+
+    ``$RSBOOK_PROGRESS`` overrides the choice: ``bar``, ``final`` or ``off``.
+    """
+    mode = os.environ.get("RSBOOK_PROGRESS", "").strip().lower() or ("final" if _in_notebook_kernel() else "bar")
+    if disable or mode == "off":
+        from tqdm.std import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, initial=initial, disable=True)
+    if mode == "final":
+        return _FinalLine(iterable, desc=desc, total=total, initial=initial)
+    from tqdm.std import tqdm
+
+    # on a terminal redraw often; in a log file (Slurm) every 30 s is plenty
+    return tqdm(iterable, desc=desc, total=total, initial=initial, dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 30.0)
