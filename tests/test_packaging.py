@@ -13,19 +13,67 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].strip().lower().replace("_", "-")
 
 
-def test_environment_yml_has_the_same_pins_as_pyproject():
+LOCK_LINE = re.compile(r"^([A-Za-z0-9_.\-]+)==([^ ;]+)\s*(?:;\s*(.+))?$")
+
+
+def _lock() -> dict[str, list[tuple[str, str | None]]]:
+    pins: dict[str, list[tuple[str, str | None]]] = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = LOCK_LINE.match(line)
+        assert m, f"requirements.lock line is not an exact pin: {line!r}"
+        pins.setdefault(_name(m.group(1)), []).append((m.group(2), m.group(3)))
+    return pins
+
+
+def _wanted() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         wanted += extra
+    return wanted
+
+
+def test_lock_pins_every_dependency_and_keeps_the_torch_pins():
+    pins = _lock()
+    assert len(pins) > 100, "the lock must pin the transitive dependencies too"
+    for req in _wanted():
+        assert _name(req) in pins, f"{req} (pyproject.toml) is missing from requirements.lock: run `make lock`"
+        if "==" in req:
+            version = req.split("==", 1)[1].strip()
+            assert [v for v, _ in pins[_name(req)]] == [version], f"{req} is locked as {pins[_name(req)]}"
+    assert "torch==2.14.1" in _wanted() and "torchvision==0.29.1" in _wanted()
+
+
+def test_installed_versions_are_the_locked_ones():
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.markers import Marker
+
+    mismatched = []
+    for name, entries in _lock().items():
+        wanted = [v for v, marker in entries if marker is None or Marker(marker).evaluate()]
+        if not wanted:
+            continue
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            mismatched.append(f"{name} not installed (lock: {wanted[0]})")
+            continue
+        if have not in wanted:
+            mismatched.append(f"{name} {have} (lock: {wanted[0]})")
+    assert not mismatched, "environment differs from requirements.lock: " + ", ".join(mismatched)
+
+
+def test_environment_yml_installs_the_lock():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    pip = {_name(r): r.replace(" ", "") for r in pip if not r.startswith("-e")}
-    for req in wanted:
-        assert _name(req) in pip, f"{req} is in pyproject.toml but not in environment.yml"
-        assert pip[_name(req)] == req.replace(" ", ""), f"pins differ: {req} vs {pip[_name(req)]}"
-    assert set(pip) == {_name(r) for r in wanted}, "environment.yml lists packages pyproject.toml does not"
-    assert "torch==2.14.1" in wanted and "torchvision==0.29.1" in wanted
+    assert pip == ["-r requirements.lock", "-e ."]
+    assert "python=3.11" in env["dependencies"]
+    makefile = (REPO / "Makefile").read_text()
+    assert "-r requirements.lock" in makefile and "uv pip compile" in makefile
 
 
 def test_readme_commands_and_ci_agree():
