@@ -198,19 +198,23 @@ def check_parameters(namespace: Mapping[str, Any], extra: Mapping[str, Rule] | N
 
 
 def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
-    """The notebook's ``parameters`` cell as ``{name: default value}`` (papermill's inspection).
+    """The notebook's ``parameters`` cell as ``{name: default value}``, parsed as papermill does.
 
     A default that is not a Python literal (an expression) is returned as its source text.
     """
-    import papermill
+    import nbformat
+    from papermill.translators import PythonTranslator
 
-    found = papermill.inspect_notebook(str(notebook))
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"{os.path.basename(str(notebook))} has no cell tagged 'parameters'")
     out = {}
-    for name, info in found.items():
+    for param in PythonTranslator.inspect(cell):
         try:
-            out[name] = ast.literal_eval(info["default"])
+            out[param.name] = ast.literal_eval(param.default)
         except (ValueError, SyntaxError):
-            out[name] = info["default"]
+            out[param.name] = param.default
     return out
 
 

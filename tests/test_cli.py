@@ -58,9 +58,10 @@ def test_full_scale_preset_runs_on_a_tiny_cifar10_fixture(tiny_cifar10, tmp_path
                  "-p", f"data_root={tiny_cifar10}", "--run-dir", str(run_dir)]) == 0
     executed = json.loads((run_dir / "00_randomized_smoothing.ipynb").read_text())
     assert not any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))
-    log = read_log(run_dir / "cifar10_cifar_resnet20_sigma0.25_n50.tsv")
-    assert log["idx"].tolist() == [0, 1, 2, 3]
-    assert (run_dir / "cifar10_cifar_resnet20_sigma0.25.pth").exists()
+    (model_dir,) = run_dir.glob("gaussian-cifar10-cifar_resnet20-s0.25-*")  # the run key of the one model
+    (log,) = model_dir.glob("certify-n50-*.tsv")
+    assert read_log(log)["idx"].tolist() == [0, 1, 2, 3]
+    assert (model_dir / "model.pth").exists() and (model_dir / "config.json").exists()
     assert (run_dir / "parameters.yaml").exists()
 
 
@@ -73,3 +74,49 @@ def test_train_with_the_smoothadv_objective(tmp_path):
     from rsbook.models import load_checkpoint
 
     assert load_checkpoint(ckpt)[1]["objective"] == "smoothadv_ddn"
+
+
+def test_slurm_shards_and_status(tmp_path, monkeypatch, capsys):
+    from rsbook.cli import resolve_shard
+    from rsbook.models import get_model, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth", get_model("toy_mlp", "toy2d"), "toy_mlp", "toy2d")
+    logs = [tmp_path / f"c{i}.tsv" for i in (1, 2)]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")  # sbatch --array=1-2
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert resolve_shard("auto") == (0, 2)
+    assert main(["certify", "--checkpoint", str(ckpt), "--sigma", "0.1", "--n0", "5", "--n", "20", "--skip", "3",
+                 "--max", "7", "--shard", "auto", "--out", str(logs[0])]) == 0
+    assert read_log(logs[0])["idx"].tolist() == [0, 6, 12, 18]
+    capsys.readouterr()
+    status = ["status", str(logs[0]), "--dataset", "toy2d", "--skip", "3", "--max", "7"]
+    assert main(status) == 1
+    assert "done: 4/7" in capsys.readouterr().out
+    logs[1].write_text(logs[0].read_text().splitlines()[0] + "\n3\t0\t0\t0.1\t1\t0.0\t20\t20\t0.9\t5\n9\t0")
+    assert main(status[:2] + [str(logs[1])] + status[2:]) == 1
+    assert "missing (2): 9, 15" in capsys.readouterr().out  # the row of 9 is half-written: not done
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert main(["certify", "--checkpoint", str(ckpt), "--sigma", "0.1", "--n0", "5", "--n", "20", "--skip", "3",
+                 "--max", "7", "--shard", "auto", "--out", str(logs[1])]) == 0
+    capsys.readouterr()
+    assert main(status[:2] + [str(logs[1])] + status[2:]) == 0
+    assert "complete" in capsys.readouterr().out
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    with pytest.raises(ValueError, match="SLURM_ARRAY_TASK_ID is not set"):
+        resolve_shard("auto")
+    assert resolve_shard("1/3") == (1, 3) and resolve_shard(None) is None
+
+
+def test_certify_at_lower_precision_and_benchmark_command(tmp_path, capsys):
+    from rsbook.models import get_model, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pth", get_model("toy_mlp", "toy2d"), "toy_mlp", "toy2d")
+    assert main(["certify", "--checkpoint", str(ckpt), "--sigma", "0.1", "--n0", "5", "--n", "20", "--max", "2",
+                 "--precision", "bfloat16", "--out", str(tmp_path / "c.tsv")]) == 0
+    assert len(read_log(tmp_path / "c.tsv")) == 2
+    capsys.readouterr()
+    assert main(["benchmark", "--arch", "toy_mlp", "--dataset", "toy2d", "--n", "100", "--n0", "10",
+                 "--batch-size", "100", "--rounds", "1", "--precision", "float32", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "certify/raw" in out and "bfloat16" in out and "disagree vs fp32" in out
