@@ -24,6 +24,11 @@ Pseudocode 1 and footnote 4: it stabilises the attack, and training reuses the v
 draws for augmentation, so the attack returns them). Every iterate satisfies
 ``|x_hat - x|_2 <= epsilon`` and, with ``clip=(0, 1)``, is a valid image.
 
+The ``m`` draws can be processed in chunks (``chunk=``) with the gradients accumulated
+exactly, so an attack with ``m_test = 128`` ImageNet draws fits in memory; see
+:func:`ascent_direction`. :class:`SmoothAdvDDN` documents where it differs from the
+authors' DDN.
+
 Also here: :func:`empirical_robust_accuracy` (attack with ``m_test`` draws, then PREDICT
 on the attacked input, as in Salman et al., Sec. 4.3 / Fig. 3) and the naive l2 -> linf
 conversion of certified radii used for their Table 3.
@@ -48,7 +53,7 @@ from rsbook.noise import Gaussian, Noise, make_noise
 from rsbook.certify import finished_rows, format_row
 from rsbook.utils import eval_mode, progress_bar
 
-__all__ = ["ESTIMATORS", "ATTACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
+__all__ = ["ESTIMATORS", "ATTACKS", "DDN_FALLBACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
            "ExpectedLossPGD", "BasePGD", "SteinPGD", "make_attack", "attack_loss", "ascent_direction",
            "smoothed_soft_probability", "empirical_robust_accuracy", "empirical_accuracy_curve",
            "l2_to_linf_radius", "linf_to_l2_radius", "linf_certified_accuracy"]
@@ -253,15 +258,20 @@ class L2Attack:
     ``noise`` is a :class:`~rsbook.noise.Noise` or a Gaussian sigma (needed unless the
     estimator is ``"base"``); ``num_noise`` is ``m`` (``m_train`` or ``m_test``); ``clip`` the
     valid input box (``None`` for unbounded inputs). ``epsilon`` may be changed between
-    calls (the training warm-up does). Call as ``attack(model, x, y, generator=g)``.
+    calls (the training warm-up does). ``chunk`` bounds memory: the ``m`` draws go through
+    the network ``chunk`` at a time with their gradients accumulated (see
+    :func:`ascent_direction`), so one autograd graph holds at most ``B * chunk`` noisy inputs;
+    the iterates equal the unchunked ones up to floating-point summation order.
+    Call as ``attack(model, x, y, generator=g)``.
     """
 
     name = "l2"
     estimator = "smoothadv"
 
     def __init__(self, epsilon: float, steps: int, num_noise: int = 1, noise: Noise | float | None = None,
-                 clip: tuple[float, float] | None = (0.0, 1.0)):
+                 clip: tuple[float, float] | None = (0.0, 1.0), chunk: int | None = None):
         self.epsilon = _check_epsilon(epsilon)
+        self.chunk = None if chunk is None else check_positive_int(chunk, "chunk")
         self.steps = check_positive_int(steps, "steps")
         self.num_noise = check_positive_int(num_noise, "num_noise")
         self.noise = make_noise(noise) if noise is not None else None
@@ -297,7 +307,7 @@ class L2Attack:
 
     def _direction(self, model, x, y, draws):
         sigma = getattr(self.noise, "sigma", None)
-        return ascent_direction(model, x, y, draws, self.estimator, sigma)
+        return ascent_direction(model, x, y, draws, self.estimator, sigma, chunk=self.chunk)
 
     def _run(self, model, x, y, draws) -> torch.Tensor:
         raise NotImplementedError
@@ -315,8 +325,8 @@ class _PGD(L2Attack):
     """
 
     def __init__(self, epsilon, steps, num_noise=1, noise=None, step_size: float | None = None,
-                 clip=(0.0, 1.0)):
-        super().__init__(epsilon, steps, num_noise, noise, clip)
+                 clip=(0.0, 1.0), chunk: int | None = None):
+        super().__init__(epsilon, steps, num_noise, noise, clip, chunk)
         self.step_size = None if step_size is None else check_positive_float(step_size, "step_size")
 
     def _run(self, model, x, y, draws):
@@ -354,68 +364,101 @@ class SteinPGD(_PGD):
 
 
 class BasePGD(_PGD):
-    """Vanilla l2 PGD on the base classifier ``f`` (no noise): the baseline of Salman et al., Fig. 3."""
+    """Vanilla l2 PGD on the base classifier ``f`` (no noise): the baseline of Salman et al., Fig. 3,
+    and the attack of vanilla adversarial training (:class:`rsbook.smoothadv.VanillaAdversarial`)."""
 
     name = "base_pgd"
     estimator = "base"
 
-    def __init__(self, epsilon, steps, num_noise=1, noise=None, step_size=None, clip=(0.0, 1.0)):
-        super().__init__(epsilon, steps, num_noise, noise, step_size, clip)
+    def __init__(self, epsilon, steps, num_noise=1, noise=None, step_size=None, clip=(0.0, 1.0), chunk=None):
+        super().__init__(epsilon, steps, num_noise, noise, step_size, clip, chunk)
+
+
+#: what :class:`SmoothAdvDDN` returns for an example on which no iterate was adversarial
+DDN_FALLBACKS = ("last", "clean")
 
 
 class SmoothAdvDDN(L2Attack):
     """SmoothAdv-DDN: Decoupled Direction and Norm (Rony et al., CVPR 2019) on eq. (6).
 
     DDN keeps a norm budget ``r_k`` apart from the direction. Each step: take a normalised
-    gradient step of size ``a_k`` (cosine-annealed from ``step_size`` towards 0), then
-    shrink the budget by ``(1 - gamma)`` if the current point already fools the smoothed
-    classifier (estimated on the same draws) or grow it by ``(1 + gamma)`` if not, capped at
-    ``epsilon`` (Salman et al. use DDN with a maximum norm), and rescale ``delta`` onto the
-    sphere of radius ``r_k``, then into the image box. It returns the smallest successful
-    perturbation seen, or the last iterate if none succeeded. ``init_norm`` is ``r_0``.
+    gradient step of size ``a_k = step_size * (1 + cos(pi k / T)) / 2``, then shrink the
+    budget by ``(1 - gamma)`` if the current point already fools the smoothed classifier
+    (estimated on the same draws) or grow it by ``(1 + gamma)`` if not, capped at
+    ``epsilon``, and rescale ``delta`` onto the sphere of radius ``r_k``, then into the image
+    box. It returns the smallest adversarial perturbation among all iterates (the last one
+    included); for an example with none, the last iterate (``if_none_found="last"``) or no
+    perturbation (``"clean"``).
+
+    ``init_norm`` is ``r_0``; ``None`` (default) starts at the *current* ``epsilon``, read at
+    each call. Salman et al.'s training script resets DDN's starting norm to the current
+    (warmed-up) epsilon every epoch, which is what this does; a fixed ``r_0 = 1`` with
+    ``T = 2`` steps could never exceed ``(1 + gamma) r_0 = 1.05``, so an "epsilon = 2" DDN
+    model would be trained at about half its label.
+
+    Differences from the authors' DDN (``code/attacks.py`` of Hadisalman/smoothing-adversarial),
+    kept on purpose and tested as such:
+
+    * *adversarial* means the argmax of the averaged softmax (the plug-in ``G`` this attack
+      ascends) differs from ``y``; the authors take the majority vote of the ``m`` argmaxes.
+    * the budget is capped at ``epsilon`` at every step; the authors cap it at the largest
+      norm the image box allows and renormalise the returned perturbation to ``epsilon``.
+    * no 256-level quantisation of the iterates (the authors round to 8-bit levels; the
+      book's inputs are floats and the certificate does not need it).
+    * step sizes ``a_k`` above, first step ``step_size``; the authors' cosine schedule runs
+      from 1 to 0.01 and is stepped before the first use (with ``T = 2``: 0.505, then 0.01).
+    * without any adversarial iterate the authors return the clean input
+      (``if_none_found="clean"``); our default keeps the last iterate, a point at distance
+      ``<= epsilon`` with a larger loss, as PGD would.
     """
 
     name = "smoothadv_ddn"
     estimator = "smoothadv"
 
-    def __init__(self, epsilon, steps, num_noise=1, noise=None, init_norm: float = 1.0, gamma: float = 0.05,
-                 step_size: float = 1.0, clip=(0.0, 1.0)):
-        super().__init__(epsilon, steps, num_noise, noise, clip)
-        self.init_norm = check_positive_float(init_norm, "init_norm")
+    def __init__(self, epsilon, steps, num_noise=1, noise=None, init_norm: float | None = None,
+                 gamma: float = 0.05, step_size: float = 1.0, clip=(0.0, 1.0), chunk: int | None = None,
+                 if_none_found: str = "last"):
+        super().__init__(epsilon, steps, num_noise, noise, clip, chunk)
+        self.init_norm = None if init_norm is None else check_positive_float(init_norm, "init_norm")
         self.gamma = check_positive_float(gamma, "gamma")
         if self.gamma >= 1:
             raise ValueError(f"gamma must lie in (0, 1), got {gamma!r}")
         self.step_size = check_positive_float(step_size, "step_size")
+        self.if_none_found = check_choice(if_none_found, DDN_FALLBACKS, "if_none_found")
 
     def _run(self, model, x, y, draws):
         b = x.shape[0]
+        shape = (-1, *([1] * (x.dim() - 1)))
+        r0 = self.epsilon if self.init_norm is None else min(self.init_norm, self.epsilon)
         delta = torch.zeros_like(x)
-        radius = torch.full((b,), min(self.init_norm, self.epsilon), dtype=x.dtype, device=x.device)
+        radius = torch.full((b,), r0, dtype=x.dtype, device=x.device)
         best = torch.zeros_like(x)
         best_norm = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
-        for k in range(self.steps):
-            g, prediction = self._direction(model, x + delta, y, draws)
+
+        def keep_if_smaller(prediction):
+            nonlocal best, best_norm
             is_adv = prediction != y
             norm = _flat_norm(delta).view(-1)
             improve = is_adv & (norm < best_norm)
-            best = torch.where(improve.view(-1, *([1] * (x.dim() - 1))), delta, best)
+            best = torch.where(improve.view(shape), delta, best)
             best_norm = torch.where(improve, norm, best_norm)
+            return is_adv
+
+        for k in range(self.steps):
+            g, prediction = self._direction(model, x + delta, y, draws)
+            is_adv = keep_if_smaller(prediction)
             step = self.step_size * 0.5 * (1 + math.cos(math.pi * k / self.steps))
             delta = delta + step * _normalize(g)
             radius = torch.where(is_adv, radius * (1 - self.gamma), radius * (1 + self.gamma))
             radius = radius.clamp(max=self.epsilon)
             # onto the sphere of radius r_k (DDN's projection), then into the image box
-            delta = delta * (radius.view(-1, *([1] * (x.dim() - 1))) / _flat_norm(delta).clamp_min(1e-12))
+            delta = delta * (radius.view(shape) / _flat_norm(delta).clamp_min(1e-12))
             delta = _project(x, delta, self.epsilon, self.clip)
         # the final iterate may also be adversarial
-        with torch.no_grad():
-            _, prediction = attack_loss(model, x + delta, y, draws, "smoothadv")
-        is_adv = prediction != y
-        norm = _flat_norm(delta).view(-1)
-        improve = is_adv & (norm < best_norm)
-        best = torch.where(improve.view(-1, *([1] * (x.dim() - 1))), delta, best)
-        found = torch.isfinite(best_norm) | improve
-        return torch.where(found.view(-1, *([1] * (x.dim() - 1))), best, delta).detach()
+        keep_if_smaller(_soft_mean(model, x + delta, draws, self.chunk).argmax(1))
+        found = torch.isfinite(best_norm)
+        fallback = delta if self.if_none_found == "last" else torch.zeros_like(delta)
+        return torch.where(found.view(shape), best, fallback).detach()
 
 
 #: attack name -> class, for :func:`make_attack` and the notebooks' parameters
@@ -453,6 +496,9 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
     reproducible. Returns one row per (example, epsilon): ``idx label epsilon predict correct
     perturbation`` (the l2 norm actually used) and, with ``soft_draws > 0``, ``soft_prob``: a
     Monte-Carlo estimate of ``G(x_hat)_y`` on that many *fresh* draws (not the attacker's).
+    Memory: ``batch_size`` examples are attacked together and the attack's ``chunk`` bounds
+    how many of their ``m_test`` noisy copies share one forward/backward pass (e.g. ImageNet,
+    ``m_test = 128``: ``batch_size=8, chunk=16`` keeps 128 ResNet-50 inputs per pass).
 
     With ``out=path`` every row is appended to a tab-separated log as soon as its batch
     finishes, and a rerun skips the (example, epsilon) pairs already there: a batch is
@@ -507,7 +553,7 @@ def empirical_robust_accuracy(smooth, dataset, attack: L2Attack, epsilons: Seque
                     fresh = smooth.noise.sample((len(chunk), soft_draws, *x.shape[1:]), generator=gen,
                                                 device=device, dtype=x.dtype)
                     with eval_mode(model):
-                        soft = smoothed_soft_probability(model, x_adv, y, fresh).tolist()
+                        soft = smoothed_soft_probability(model, x_adv, y, fresh, attack.chunk).tolist()
                 for j, idx in missing:
                     smooth.reseed(seed * 1_000_003 + 7 * idx + 1)
                     pred = smooth.predict(x_adv[j], n, alpha, predict_batch_size)

@@ -1,9 +1,10 @@
-"""Command line: ``python -m rsbook {train,certify,merge,analyze,run,benchmark} ...`` (also ``rsbook ...``)."""
+"""Command line: ``python -m rsbook {train,certify,merge,analyze,run,benchmark,status,plan} ...`` (also ``rsbook ...``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,24 +25,56 @@ def _cmd_train(a):
                   weight_decay=a.weight_decay, schedule=a.schedule, step_size=a.step_size, gamma=a.gamma,
                   checkpoint=a.out, arch=a.arch, dataset=a.dataset, device=a.device, seed=a.seed,
                   num_workers=a.workers)
-    print(json.dumps(history[-1]))
+    _report_and_leave(json.dumps(history[-1]))
+
+
+def _report_and_leave(line):
+    """Print on rank 0 only (one line per torchrun job, not one per process) and leave the process group."""
+    from rsbook.distributed import shutdown
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line)
+    shutdown()
+
+
+def _cmd_train_config(a):
+    from rsbook.experiment import train_from_spec
+
+    train_from_spec(a.spec)
+    _report_and_leave(f"trained {a.spec}")
 
 
 def _cmd_certify(a):
     from rsbook.certify import certify_dataset
     from rsbook.data import dataset_info, get_dataset
     from rsbook.models import load_checkpoint
+    from rsbook.runner import parse_overrides
     from rsbook.smooth import Smooth
     from rsbook.utils import default_device
 
     device = a.device or default_device()
-    model, ckpt = load_checkpoint(a.checkpoint, map_location=device)
+    shard = resolve_shard(a.shard)
+    model, ckpt = load_checkpoint(a.checkpoint, map_location=device, normalization=a.normalization)
     model.to(device).eval()
     dataset = a.dataset or ckpt["dataset"]
     data = get_dataset(dataset, a.split, root=a.data_root)
-    smooth = Smooth(model, dataset_info(dataset).num_classes, a.sigma, device=device)
+    noise = a.sigma
+    if a.noise != "gaussian" or a.noise_arg:
+        from rsbook.noise import make_noise_family
+
+        noise = make_noise_family(a.noise, a.sigma, dim=dataset_info(dataset).input_numel,
+                                  **parse_overrides(a.noise_arg))
+    smooth = Smooth(model, dataset_info(dataset).num_classes, noise, device=device, precision=a.precision,
+                    channels_last=a.channels_last, compile=a.compile)
+    fn, extra_columns = _certifier(a.certifier)
+    options = parse_overrides(a.certifier_arg)
+
+    def certify_fn(x):
+        return fn(smooth, x, n0=a.n0, n=a.n, alpha=a.alpha, batch_size=a.batch_size, **options)
+
     out = certify_dataset(smooth, data, a.n0, a.n, a.alpha, a.out, skip=a.skip, max_examples=a.max,
-                          shard=a.shard, batch_size=a.batch_size, seed=a.seed)
+                          shard=shard, batch_size=a.batch_size, seed=a.seed, certify_fn=certify_fn,
+                          extra_columns=extra_columns)
     print(out)
 
 
@@ -66,12 +99,140 @@ def _cmd_run(a):
 
 
 def _cmd_benchmark(a):
-    from rsbook.benchmark import benchmark_certify
+    from rsbook.benchmark import benchmark_precisions
 
-    result = benchmark_certify(a.arch, a.dataset, a.batch_size, a.n, a.n0, a.rounds, a.device)
-    width = max(map(len, result))
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v:,.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    table = benchmark_precisions(a.arch, a.dataset, a.precision, a.batch_size, a.n, a.n0, a.rounds, a.device,
+                                 a.sigma, a.channels_last, a.compile, a.checkpoint, a.disagreement_inputs,
+                                 a.disagreement_n)
+    first = table.iloc[0]
+    print(f"device {first['device']}, arch {first['arch']}, batch {a.batch_size}, n0 + n = {a.n0} + {a.n}, "
+          f"median of {a.rounds} rounds, {first['threads']} threads, channels_last={a.channels_last}, "
+          f"compile={a.compile}")
+    cols = {"precision": "precision", "raw_samples_per_s": "raw/s", "certify_samples_per_s": "certify/s",
+            "naive_samples_per_s": "naive/s", "certify_over_raw": "certify/raw",
+            "certify_over_naive": "certify/naive", "seconds_per_image": "s/image",
+            "disagree_with_fp32": "disagree vs fp32"}
+    print(table[list(cols)].rename(columns=cols).to_string(
+        index=False, float_format=lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"))
+    print(f"disagree vs fp32: fraction of {int(first['disagreement_samples']):,} noisy inputs "
+          f"({a.disagreement_inputs} images x {a.disagreement_n} draws) classified differently than in float32")
+
+
+def _certifier(name):
+    """``(fn, extra_columns)`` of a registered certifier (:data:`rsbook.certify.CERTIFIERS`).
+
+    Chapters register theirs when their module is imported; a name not yet known imports
+    every rsbook module once before giving up.
+    """
+    import importlib
+    import pkgutil
+
+    import rsbook
+    from rsbook._checks import check_choice
+    from rsbook.certify import CERTIFIERS
+
+    if name not in CERTIFIERS:
+        for info in pkgutil.iter_modules(rsbook.__path__):
+            if info.name not in ("__main__", "cli"):
+                importlib.import_module(f"rsbook.{info.name}")
+    check_choice(name, CERTIFIERS, "certifier")
+    return CERTIFIERS[name]
+
+
+def resolve_shard(shard, environ=None):
+    """``--shard``: ``None``, ``"i/k"``, or ``"auto"`` = this Slurm array task's slice.
+
+    ``auto`` reads ``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT`` (and
+    ``SLURM_ARRAY_TASK_MIN``, so ``--array=1-8`` works as well as ``--array=0-7``).
+    """
+    from rsbook.certify import parse_shard
+
+    if shard != "auto":
+        return parse_shard(shard)
+    env = os.environ if environ is None else environ
+    try:
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+    except KeyError as err:
+        raise ValueError(f"--shard auto needs the Slurm array variables ({err.args[0]} is not set): run it "
+                         "inside `sbatch --array=0-<k-1>`, or give --shard i/k") from None
+    except ValueError:
+        raise ValueError("--shard auto: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT must be integers, got "
+                         f"{env.get('SLURM_ARRAY_TASK_ID')!r}/{env.get('SLURM_ARRAY_TASK_COUNT')!r}") from None
+    return parse_shard((task - int(env.get("SLURM_ARRAY_TASK_MIN", 0)), count))
+
+
+def _log_indices(path) -> list[int]:
+    """The ``idx`` of every complete row of a certification log (read only: a half-written row is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"log not found: {path}")
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # the part after the last newline is incomplete (or empty)
+    if not lines:
+        return []
+    header = lines[0].split("\t")
+    if "idx" not in header:
+        raise ValueError(f"{path} is not a certification log: its header {header} has no 'idx' column")
+    col = header.index("idx")
+    return [int(line.split("\t")[col]) for line in lines[1:] if line.strip()]
+
+
+def _ranges(values) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` (positions in the expected list) -> ``"0-2, 5, 7-8"``."""
+    parts, run = [], []
+    for pos, value in values:
+        if run and pos == run[-1][0] + 1:
+            run.append((pos, value))
+            continue
+        if run:
+            parts.append(f"{run[0][1]}-{run[-1][1]}" if len(run) > 1 else f"{run[0][1]}")
+        run = [(pos, value)]
+    if run:
+        parts.append(f"{run[0][1]}-{run[-1][1]}" if len(run) > 1 else f"{run[0][1]}")
+    return ", ".join(parts)
+
+
+def _cmd_status(a):
+    from collections import Counter
+
+    from rsbook.certify import select_indices
+
+    per_log = {p: _log_indices(p) for p in a.logs}
+    counts = Counter(i for rows in per_log.values() for i in rows)
+    for p, rows in per_log.items():
+        print(f"{p}: {len(rows)} rows")
+    repeated = sorted(i for i, c in counts.items() if c > 1)
+    if repeated:
+        print(f"warning: {len(repeated)} indices appear in more than one log (overlapping shards?), "
+              f"first {repeated[:5]}")
+    length = a.length
+    if length is None and a.dataset is not None:
+        from rsbook.data import get_dataset
+
+        length = len(get_dataset(a.dataset, a.split, root=a.data_root))
+    if length is None:
+        done = sorted(counts)
+        print(f"done: {len(done)} indices ({_ranges(enumerate(done)) or 'none'}); give --length or --dataset "
+              "(with --skip/--max as certified) to list the missing ones")
+        return 0
+    expected = select_indices(length, a.skip, a.max)
+    missing = [(pos, i) for pos, i in enumerate(expected) if i not in counts]
+    print(f"done: {len(expected) - len(missing)}/{len(expected)} indices of the run")
+    if missing:
+        print(f"missing ({len(missing)}): {_ranges(missing)}")
+        return 1
+    print("complete: merge with `rsbook merge OUT " + " ".join(str(p) for p in a.logs) + "`")
+    return 0
+
+
+def _cmd_plan(a):
+    from rsbook.plan import plan_notebook
+    from rsbook.runner import parse_overrides
+
+    plan = plan_notebook(a.notebook, preset=a.preset, params_file=a.params, overrides=parse_overrides(a.p),
+                         calibrate_device=not a.no_calibration, device=a.device,
+                         calibration_seconds=a.calibration_seconds)
+    print(json.dumps(plan.to_dict(), indent=1) if a.json else plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,9 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=1000)
     c.add_argument("--skip", type=int, default=1)
     c.add_argument("--max", type=int)
-    c.add_argument("--shard", help="i/k: certify the i-th of k disjoint slices")
+    c.add_argument("--shard", help="i/k: certify the i-th of k disjoint slices; auto: this Slurm array task's")
     c.add_argument("--device")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="inference precision of the base classifier (certificates hold for it as run)")
+    c.add_argument("--channels-last", action="store_true", help="channels_last memory layout")
+    c.add_argument("--compile", action="store_true", help="run the base classifier through torch.compile")
+    c.add_argument("--certifier", default="certify", help="a registered certifier (rsbook.certify.CERTIFIERS)")
+    c.add_argument("--certifier-arg", action="append", metavar="KEY=VALUE", help="certifier option (repeatable)")
+    c.add_argument("--noise", default="gaussian", help="noise family (rsbook.noise.NOISE_FAMILIES) of scale --sigma")
+    c.add_argument("--noise-arg", action="append", metavar="KEY=VALUE", help="noise family option, e.g. k=10")
+    c.add_argument("--normalization", choices=["standardize", "center"],
+                   help="override the model's input normalisation (center: SmoothAdv's released models)")
     c.set_defaults(func=_cmd_certify)
 
     m = sub.add_parser("merge", help="merge shard logs into one")
@@ -148,15 +319,50 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n0", type=int, default=100)
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--device")
+    b.add_argument("--sigma", type=float, default=0.5)
+    b.add_argument("--precision", nargs="+", default=["float32", "bfloat16", "float16"],
+                   choices=["float32", "bfloat16", "float16"])
+    b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--compile", action="store_true")
+    b.add_argument("--checkpoint", help="benchmark a trained model (its arch and dataset)")
+    b.add_argument("--disagreement-inputs", type=int, default=10, help="test images for the fp32 disagreement")
+    b.add_argument("--disagreement-n", type=int, default=1000, help="noise draws per image for it")
     b.set_defaults(func=_cmd_benchmark)
+
+    tc = sub.add_parser("train-config", help="train one experiment-helper run from its launch.json (used under "
+                                             "torchrun by rsbook.experiment.train_run_gpus)")
+    tc.add_argument("spec")
+    tc.set_defaults(func=_cmd_train_config)
+
+    st = sub.add_parser("status", help="which indices of a (sharded) certification run are done")
+    st.add_argument("logs", nargs="+", help="the run's shard logs")
+    st.add_argument("--length", type=int, help="size of the certified split")
+    st.add_argument("--dataset", help="... or the dataset, to read its size")
+    st.add_argument("--split", default="test")
+    st.add_argument("--data-root")
+    st.add_argument("--skip", type=int, default=1, help="as given to certify")
+    st.add_argument("--max", type=int, help="as given to certify")
+    st.set_defaults(func=_cmd_status)
+
+    pl = sub.add_parser("plan", help="what a notebook preset will train and certify, and how long it will take")
+    pl.add_argument("notebook")
+    g = pl.add_mutually_exclusive_group()
+    g.add_argument("--preset")
+    g.add_argument("--params", help="YAML file of parameters")
+    pl.add_argument("-p", action="append", metavar="KEY=VALUE", help="override one parameter (repeatable)")
+    pl.add_argument("--device", help="device to calibrate on (default: cuda if available)")
+    pl.add_argument("--no-calibration", action="store_true", help="counts only, no timing")
+    pl.add_argument("--calibration-seconds", type=float, default=2.0)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_cmd_plan)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"rsbook {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0

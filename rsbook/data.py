@@ -18,7 +18,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from rsbook._checks import check_choice
 
-__all__ = ["DATASETS", "DatasetInfo", "CIFAR10Batches", "dataset_info", "get_dataset"]
+__all__ = ["DATASETS", "DatasetInfo", "CIFAR10Batches", "dataset_info", "get_dataset",
+           "CIFAR10C_CORRUPTIONS", "CIFAR10C", "get_cifar10c"]
 
 SPLITS = ("train", "test")
 
@@ -175,3 +176,71 @@ def _imagenet(split: str, root: Path) -> Dataset:
     else:
         tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
     return torchvision.datasets.ImageFolder(str(folder), transform=tf)
+
+
+#: the 15 corruptions of CIFAR-10-C (Hendrycks & Dietterich, ICLR 2019) used for CAT-RS's Table 3
+CIFAR10C_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+                        "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+                        "elastic_transform", "pixelate", "jpeg_compression")
+
+
+class CIFAR10C(Dataset):
+    """One corruption of CIFAR-10-C in its published format, as ``(x, y)`` with ``x`` in [0, 1].
+
+    The folder holds ``<corruption>.npy`` (uint8, ``(5 * n, 32, 32, 3)``: the ``n = 10,000``
+    test images at severity 1, then at severity 2, ..., 5) and ``labels.npy`` (``(5 * n,)``).
+    The arrays are memory-mapped. ``severity`` (1..5) restricts to one block; the dataset
+    index of an image is its row in the file, so ``severity_of(i) = i // n + 1`` for the
+    whole file (logs written on the whole file keep the published row numbers).
+    """
+
+    SEVERITIES = 5
+
+    def __init__(self, folder: str | os.PathLike, corruption: str, severity: int | None = None):
+        folder = Path(folder)
+        path, labels_path = folder / f"{corruption}.npy", folder / "labels.npy"
+        for p in (path, labels_path):
+            if not p.exists():
+                raise FileNotFoundError(
+                    f"CIFAR-10-C file missing: {p}. Expected the published CIFAR-10-C folder (one "
+                    f"<corruption>.npy per corruption and labels.npy, from zenodo.org/record/2535967); "
+                    "set RSBOOK_DATA or pass root=...")
+        images = np.load(path, mmap_mode="r")
+        labels = np.load(labels_path)
+        if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8:
+            raise ValueError(f"{path} must hold uint8 images of shape (N, 32, 32, 3), got {images.dtype} "
+                             f"{images.shape}")
+        if len(images) != len(labels) or len(images) % self.SEVERITIES:
+            raise ValueError(f"{path} has {len(images)} images and labels.npy {len(labels)} labels; expected "
+                             f"the same number, a multiple of {self.SEVERITIES} (one block per severity)")
+        self.per_severity = len(images) // self.SEVERITIES
+        self.offset = 0
+        if severity is not None:
+            if isinstance(severity, bool) or int(severity) != severity or not 1 <= severity <= self.SEVERITIES:
+                raise ValueError(f"severity must be an integer in 1..{self.SEVERITIES}, got {severity!r}")
+            self.offset = (int(severity) - 1) * self.per_severity
+            images = images[self.offset:self.offset + self.per_severity]
+            labels = labels[self.offset:self.offset + self.per_severity]
+        self.images, self.labels = images, labels
+        self.corruption, self.severity = corruption, severity
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).float().div_(255.0)
+        return x, int(self.labels[i])
+
+    def severity_of(self, i: int) -> int:
+        """Severity (1..5) of the image at index ``i`` of this dataset."""
+        return (self.offset + int(i)) // self.per_severity + 1
+
+
+def get_cifar10c(corruption: str, root: str | os.PathLike | None = None, severity: int | None = None) -> CIFAR10C:
+    """CIFAR-10-C's ``corruption`` (one of :data:`CIFAR10C_CORRUPTIONS`) from ``root``.
+
+    ``root`` defaults to ``$RSBOOK_DATA/CIFAR-10-C`` or ``./data/CIFAR-10-C``.
+    """
+    check_choice(corruption, CIFAR10C_CORRUPTIONS, "corruption")
+    root = Path(root) if root is not None else Path(os.environ.get("RSBOOK_DATA", "data")) / "CIFAR-10-C"
+    return CIFAR10C(root, corruption, severity)

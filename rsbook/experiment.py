@@ -257,3 +257,57 @@ def shard_configs(configs: Sequence[TrainConfig], shard) -> list[TrainConfig]:
         return list(configs)
     i, k = shard
     return list(configs)[i::k]
+
+
+# --------------------------------------------------------------------------- several GPUs (issue 12)
+def train_run_gpus(config: TrainConfig, root: str | os.PathLike, gpus: int = 1, *,
+                   device: str | torch.device | None = "auto", data_root: str | None = None, workers: int = 0,
+                   progress: bool = True) -> TrainedRun:
+    """:func:`train_run`, on ``gpus`` processes when ``gpus > 1`` (a notebook's ``gpus`` parameter).
+
+    With ``gpus > 1`` the run is trained by ``torchrun`` (DistributedDataParallel, see
+    :mod:`rsbook.distributed`) in ``python -m rsbook train-config <run>/launch.json``, then
+    :func:`train_run` loads the finished checkpoint in this process (nothing is retrained).
+    An interrupted launch resumes like any run.
+    """
+    if gpus is None or int(gpus) <= 1:
+        return train_run(config, root, device=device, data_root=data_root, workers=workers, progress=progress)
+    import subprocess
+
+    from rsbook.distributed import torchrun_command
+
+    folder = Path(root) / run_key(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "launch.json"
+    spec.write_text(json.dumps({"config": config.to_dict(), "root": str(root), "device": str(device),
+                                "data_root": data_root, "workers": workers, "progress": progress}, indent=1))
+    subprocess.run(torchrun_command(gpus, ["train-config", str(spec)]), check=True)
+    return train_run(config, root, device=device, data_root=data_root, workers=workers, progress=progress)
+
+
+def train_from_spec(spec_path: str | os.PathLike) -> None:
+    """One rank's share of :func:`train_run_gpus` (run under torchrun by ``rsbook train-config``).
+
+    Builds the model and objective exactly as :func:`train_run` does and calls ``fit`` on the
+    run's checkpoint; ``config.json`` is left to the launching process (ranks writing it at
+    once would race).
+    """
+    from rsbook.data import dataset_info, get_dataset
+    from rsbook.models import get_model
+    from rsbook.train import fit, make_objective
+
+    spec = json.loads(Path(spec_path).read_text())
+    config = TrainConfig(**spec["config"])
+    folder = Path(spec["root"]) / run_key(config)
+    train_set = get_dataset(config.dataset, "train", root=spec["data_root"])
+    torch.manual_seed(training_seed(config.seed))
+    model = get_model(config.arch, config.dataset)
+    noise = _noise(config, dim=dataset_info(config.dataset).input_numel)
+    objective = make_objective(config.objective, noise, config.num_noise, **dict(config.objective_args))
+    fit(model, train_set, objective, config.epochs, batch_size=config.batch_size, lr=config.lr,
+        momentum=config.momentum, weight_decay=config.weight_decay, schedule=config.schedule,
+        step_size=config.step_size, gamma=config.gamma, warmup_epochs=config.warmup_epochs,
+        label_smoothing=config.label_smoothing, batch_counts=config.batch_counts,
+        checkpoint=folder / "model.pth", arch=config.arch, dataset=config.dataset,
+        device=resolve_device(spec["device"]), seed=config.seed, num_workers=spec["workers"],
+        progress=spec["progress"])

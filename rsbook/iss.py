@@ -15,24 +15,36 @@ The pieces, with the paper's numbering:
 * :func:`sample_size` -- ``psi(p)``: the least ``k`` whose decline is within the bound
   (the ``argmin`` under eq. 5), by an exact integer bisection.
 * :func:`build_mapping` / :class:`ISSMapping` -- the tabulated ``psi_ISS`` (Alg. 1, eq. 6).
-* :func:`iss_certify` -- Alg. 2 for one input, in two variants (see below);
+* :func:`iss_certify` -- Alg. 2 for one input, in three variants (see below);
   :func:`ias_certify` -- the fixed-``k`` baseline; both return a :class:`SampledCertificate`.
 * :func:`certify_dataset_iss` / :func:`certify_dataset_ias` -- the same log as
   :func:`rsbook.certify.certify_dataset` plus the sample size spent per input.
-* :func:`failure_probability` -- the exact failure probability of either variant on a
+* :func:`failure_probability` -- the exact failure probability of each variant on a
   two-class problem with known ``p_A`` (the truth behind the soundness simulation).
-* :func:`run_comparison`, :func:`compare_table`, :func:`speedup_summary`,
-  :func:`prop1_check` -- the experiment of the paper's Tables 1/4/5, its layout, the
-  speed-up over ``k_max`` and an empirical check of Prop. 1.
+* :func:`prop1_coverage` -- the exact probability that the planned ``k̂`` keeps the
+  decline within the bound (Prop. 1), for the interval maximum and the paper's endpoint rule.
+* :func:`equal_budget_gain` / :func:`equal_budget_comparison` -- the analytic ISS-vs-IAS
+  comparison of the paper's Fig. 4a and its average over a model's ``p_A`` values.
+* :func:`run_comparison`, :func:`compare_table`, :func:`prop1_check` -- the experiment of
+  the paper's Tables 1/4/5, its layout (with the speed-ups over ``k_max``) and an
+  empirical check of Prop. 1.
 
 Statistical validity. Alg. 2 as printed picks the class and plans ``k̂`` from the first
 ``k0`` samples and then *reuses* them inside the final Clopper-Pearson bound, whose
-sample size ``max(k̂, k0)`` therefore depends on the data. A Clopper-Pearson bound is exact
-only for a sample size fixed in advance, so the printed algorithm (``variant="paper"``)
-has no exact ``1 - alpha`` guarantee. ``variant="fresh"`` (the default) uses the ``k0``
-samples only to choose the class and plan ``k̂``, then bounds ``p_A`` from ``k̂`` *new*
-samples: conditionally on the first stage, ``k̂`` is a constant, so the bound is exact,
-exactly as in CERTIFY. The price is at most ``k0`` extra forward passes per input.
+sample size therefore depends on the data. A Clopper-Pearson bound is valid (coverage
+``>= 1 - alpha``) only for a class and a sample size fixed before the counted samples are
+drawn, so the printed algorithm has no ``1 - alpha`` guarantee. The variants:
+
+* ``"fresh"`` (default): the ``k0`` samples only choose the class and plan ``k̂``; ``p_A``
+  is bounded from ``k̂`` *new* samples. Given the first stage, ``k̂`` is a constant, so the
+  bound is valid, as in CERTIFY. Price: ``k0`` more forward passes per input.
+* ``"printed"``: Alg. 2 literally. ``max(k̂ - k0, 0)`` new samples; the bound counts the
+  first ``k̂`` samples (lines 7-8), i.e. only ``k̂`` of the ``k0`` first-stage samples when
+  ``k̂ < k0``.
+* ``"reuse"``: our earlier reading, the bound counts all ``max(k̂, k0)`` samples drawn.
+
+Props. 1-2 of the paper are stated for AD; for RD, Prop. 1 needs ``k̂`` to be the maximum
+of ``psi_ISS`` over the whole interval ``[p_low, p_up]`` (see :meth:`ISSMapping.plan`).
 """
 
 from __future__ import annotations
@@ -59,13 +71,15 @@ from rsbook.stats import beta_lower_bound, clopper_pearson_lower, clopper_pearso
 __all__ = ["DECLINE_KINDS", "VARIANTS", "ISS_COLUMNS", "radius_hat", "radius_decline", "sample_size",
            "ISSMapping", "build_mapping", "SampledCertificate", "iss_certify", "ias_certify",
            "certify_dataset_iss", "certify_dataset_ias", "p_a_hat", "matching_ias_size", "compare_table",
-           "Prop1Check", "prop1_check", "sigma_for_sample_sizes", "failure_probability",
-           "mapping_cached", "run_comparison", "speedup_summary", "matched_pairs"]
+           "Prop1Check", "prop1_check", "prop1_coverage", "sigma_for_sample_sizes", "failure_probability",
+           "run_comparison", "matched_pairs", "PLAN_RULES", "equal_budget_gain", "equal_budget_comparison"]
 
 #: "AD": absolute decline (Def. 1), "RD": relative decline (Def. 2)
 DECLINE_KINDS = ("AD", "RD")
-#: "fresh": exact guarantee (k0 only selects and plans); "paper": Alg. 2 as printed (reuses the k0 samples)
-VARIANTS = ("fresh", "paper")
+#: "fresh": valid (k0 only selects and plans); "printed": Alg. 2 literally; "reuse": counts all samples drawn
+VARIANTS = ("fresh", "printed", "reuse")
+#: how k̂ is planned from [p_low, p_up]: "interval" (max of psi_ISS over it) or "endpoints" (eq. 5 as printed)
+PLAN_RULES = ("interval", "endpoints")
 #: columns :func:`certify_dataset_iss` / :func:`certify_dataset_ias` add to the standard log
 ISS_COLUMNS = ("sample_size", "k_hat", "p_low", "p_up")
 
@@ -176,12 +190,13 @@ class ISSMapping:
     """The piecewise-constant ``psi_ISS`` of Alg. 1 / eq. 6 on the grid ``p = 0, delta, ..., 1``.
 
     ``values[N] = psi(N delta)``; ``cells[N]`` is the value on the open cell
-    ``(N delta, (N + 1) delta)``: the larger of its two end values (eq. 6), and, in the one
-    cell containing the jump point ``p*`` where ``psi`` leaps up from 0, also the limit of
-    ``psi`` just right of ``p*``. The paper calls ``psi_ISS >= psi`` obvious; that holds
-    when ``psi`` is monotone (AD) but eq. 6 as printed breaks it for RD in the jump cell,
-    where ``psi`` is close to ``k_max`` while both end values can be far smaller
-    (``printed_eq6=True`` in :func:`build_mapping` reproduces that, for comparison).
+    ``(N delta, (N + 1) delta)``: the larger of its two end values (eq. 6), and, for RD, in
+    the one cell containing the jump point ``p*`` where ``psi`` leaps up from 0, ``k_max``
+    (the limit of ``psi`` just right of ``p*``). The paper calls ``psi_ISS >= psi`` obvious;
+    that holds when ``psi`` is monotone (AD) but eq. 6 as printed breaks it for RD in the
+    jump cell, where ``psi`` is close to ``k_max`` while both end values can be far smaller
+    (``printed_eq6=True`` in :func:`build_mapping` reproduces that, for comparison). That
+    correction matters only within about ``delta`` of ``p*``.
     Call it on ``p`` for ``psi_ISS(p)``; :meth:`plan` gives the ``k̂`` of eq. 5.
     """
 
@@ -212,16 +227,23 @@ class ISSMapping:
         out = np.where(on_grid, self.values[np.floor(scaled).astype(np.int64)], self.cells[n1])
         return int(out[0]) if np.ndim(p) == 0 else out
 
-    def plan(self, p_low: float, p_up: float) -> int:
+    def plan(self, p_low: float, p_up: float, rule: str = "interval") -> int:
         """``k̂`` for a confidence interval ``[p_low, p_up]`` of ``p_A`` (eq. 5).
 
-        We return the largest ``psi_ISS`` over the grid cells meeting the interval. Where
-        ``psi`` is monotone (AD) that equals the paper's ``max(psi(p_low), psi(p_up))``; for
-        RD, whose ``psi`` falls and then rises, the maximum over the interval is what makes
-        ``k̂ >= psi(p_A)`` for every ``p_A`` in it, which Prop. 1 needs.
+        ``rule="interval"`` (default): the largest ``psi_ISS`` over the grid cells meeting the
+        interval, so ``k̂ >= psi(p_A)`` for every ``p_A`` in it, which is what Prop. 1 needs.
+        ``rule="endpoints"``: eq. 5 as printed, ``max(psi_ISS(p_low), psi_ISS(p_up))``. The
+        two agree where ``psi`` is non-decreasing on the interval (AD). They differ for RD
+        because ``psi_RD`` jumps from 0 to nearly ``k_max`` at ``p*``: an interval with
+        ``p_low < p* < p_up`` has ``psi(p_low) = 0`` and a moderate ``psi(p_up)`` while its
+        interior needs nearly ``k_max`` (a function that merely fell and rose would take its
+        interval maximum at an endpoint). :func:`prop1_coverage` measures the consequence.
         """
         if not (0.0 <= p_low <= p_up <= 1.0):
             raise ValueError(f"need 0 <= p_low <= p_up <= 1, got p_low={p_low!r}, p_up={p_up!r}")
+        check_choice(rule, PLAN_RULES, "rule")
+        if rule == "endpoints":
+            return int(max(self(p_low), self(p_up)))
         a = int(math.floor(p_low * self.n_cells))
         b = int(math.ceil(p_up * self.n_cells))
         if a == b:
@@ -250,7 +272,7 @@ def build_mapping(k_max: int, sigma: float, alpha: float, max_decline: float, ki
     """Alg. 1: tabulate ``psi`` on ``p = 0, delta, ..., 1`` and extend it by eq. 6.
 
     ``1/delta`` must be an integer. ``build_seconds`` records the wall-clock time of the
-    build (the quantity of the paper's Table 3). ``printed_eq6=True`` omits the jump-cell
+    build (the quantity of the paper's Table 3). ``printed_eq6=True`` omits the RD jump-cell
     correction described in :class:`ISSMapping` (eq. 6 exactly as printed).
     """
     k_max = check_positive_int(k_max, "k_max")
@@ -267,13 +289,11 @@ def build_mapping(k_max: int, sigma: float, alpha: float, max_decline: float, ki
     values = sample_size(grid, k_max, sigma, alpha, max_decline, kind)
     cells = np.maximum(values[:-1], values[1:])
     p_star = _jump_point(k_max, sigma, alpha, max_decline, kind)
-    if not printed_eq6 and not math.isnan(p_star):
-        # sup of psi on (p*, p* + eps): RD needs (nearly) all of k_max there, since
-        # r̃ -> 0 while R̂(k, p*) < 0 for every k < k_max; AD is monotone, take a point just right.
-        right = min(1.0, p_star + 1e-12)
-        limit = k_max if kind == "RD" else sample_size(right, k_max, sigma, alpha, max_decline, kind)
+    if kind == "RD" and not printed_eq6 and not math.isnan(p_star):
+        # sup of psi on (p*, p* + eps) is k_max: r̃ -> 0+ there while R̂(k, p*) = 0 for every
+        # k < k_max. (AD needs no fix: psi is non-decreasing, so the right end value bounds the cell.)
         n = min(int(math.floor(p_star * n_cells)), n_cells - 1)
-        cells[n] = max(cells[n], limit)
+        cells[n] = max(cells[n], k_max)
     seconds = time.perf_counter() - start
     return ISSMapping(k_max, sigma, alpha, max_decline, kind, 1.0 / n_cells, grid, values, cells, p_star, seconds)
 
@@ -302,7 +322,8 @@ def sigma_for_sample_sizes(targets: Mapping[float, int], k_max: int, alpha: floa
 class SampledCertificate(Certificate):
     """A :class:`~rsbook.smooth.Certificate` plus how many samples it cost.
 
-    ``sample_size`` counts every forward pass spent on the input (selection + estimation),
+    ``sample_size`` counts every forward pass spent on the input (selection + estimation;
+    for the variants that reuse the selection samples, ``n0 = 0`` and they are inside ``n``),
     ``k_hat`` is the planned estimation size (``psi`` for ISS, the fixed ``k`` for IAS),
     ``p_low``/``p_up`` the two-sided interval from the ``k0`` first-stage samples (nan for IAS).
     """
@@ -314,20 +335,25 @@ class SampledCertificate(Certificate):
 
 
 def iss_certify(smooth: Smooth, x: torch.Tensor, mapping: ISSMapping, k0: int, alpha: float | None = None,
-                variant: str = "fresh", batch_size: int = 1000) -> SampledCertificate:
+                variant: str = "fresh", batch_size: int = 1000, rule: str = "interval") -> SampledCertificate:
     """Alg. 2: certify ``x`` with an input-specific number of samples. Unpacks as ``(class, radius)``.
 
     1. ``k0`` samples: the top class ``c`` and its count ``k_A^0``; the two-sided
        ``1 - alpha`` Clopper-Pearson interval ``[p_low, p_up]`` (``alpha/2`` per side, Alg. 2 line 4).
-    2. ``k̂ = mapping.plan(p_low, p_up)`` (eq. 5).
+    2. ``k̂ = mapping.plan(p_low, p_up, rule)`` (eq. 5).
     3. ``variant="fresh"``: ``k̂`` new samples, ``p_lower`` from them alone (abstain if
        ``k̂ = 0``: zero samples certify nothing, which by construction of ``psi`` is within
-       the decline bound). Cost ``k0 + k̂``. The bound is exact because ``k̂`` is fixed before
-       the samples it is computed from are drawn.
-       ``variant="paper"``: ``max(k̂ - k0, 0)`` new samples, ``p_lower`` from all
-       ``max(k̂, k0)`` samples including the first ``k0`` (Alg. 2 lines 6-8). Cost
-       ``max(k̂, k0)``. We count the votes of ``c``; line 7 prints a max over classes, which
-       agrees unless the top class changes after the first stage.
+       the decline bound). Cost ``k0 + k̂``; the log's ``n0`` is ``k0``. The bound is valid
+       because ``k̂`` is fixed before the samples it is computed from are drawn.
+       ``variant="printed"``: Alg. 2 lines 6-8 literally: ``max(k̂ - k0, 0)`` new samples
+       and ``p_lower`` from the first ``k̂`` samples; when ``k̂ < k0`` those are ``k̂`` of the
+       ``k0`` first-stage samples, drawn here by hypergeometric thinning of the first-stage
+       counts (equal in law to keeping the first ``k̂`` of ``k0`` i.i.d. samples). Cost
+       ``max(k̂, k0)``.
+       ``variant="reuse"``: ``p_lower`` from all ``max(k̂, k0)`` samples drawn. Cost ``max(k̂, k0)``.
+       For both, the selection samples are part of ``n``, so the log records ``n0 = 0``.
+       We count the votes of ``c``; line 7 prints a max over classes, which agrees unless
+       the top class changes after the first stage.
 
     ``alpha`` defaults to the mapping's (the level ``psi`` was planned for).
     """
@@ -342,19 +368,27 @@ def iss_certify(smooth: Smooth, x: torch.Tensor, mapping: ISSMapping, k0: int, a
     k_a0 = int(counts0[candidate])
     p_low = float(clopper_pearson_lower(k_a0, k0, alpha / 2))
     p_up = float(clopper_pearson_upper(k_a0, k0, alpha / 2))
-    k_hat = mapping.plan(p_low, p_up)
+    k_hat = mapping.plan(p_low, p_up, rule)
+    extra = {"k_hat": k_hat, "p_low": p_low, "p_up": p_up}
     if variant == "fresh":
         if k_hat == 0:
-            return SampledCertificate(ABSTAIN, 0.0, 0, 0, 0.0, k0, sample_size=k0, k_hat=0, p_low=p_low, p_up=p_up)
+            return SampledCertificate(ABSTAIN, 0.0, 0, 0, 0.0, k0, sample_size=k0, **extra)
         count = int(smooth.sample_counts(x, k_hat, batch_size)[candidate])
         cert, n_total = smooth.certificate_from_count(candidate, count, k_hat, alpha, n0=k0), k0 + k_hat
+    elif variant == "printed" and k_hat < k0:
+        n_total = k0
+        if k_hat == 0:
+            return SampledCertificate(ABSTAIN, 0.0, 0, 0, 0.0, 0, sample_size=n_total, **extra)
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=smooth.generator, device=smooth.generator.device))
+        kept = np.random.default_rng(seed).multivariate_hypergeometric(counts0.astype(np.int64), k_hat)
+        cert = smooth.certificate_from_count(candidate, int(kept[candidate]), k_hat, alpha, n0=0)
     else:
-        extra = max(k_hat - k0, 0)
-        counts = counts0 + (smooth.sample_counts(x, extra, batch_size) if extra > 0 else 0)
-        n = k0 + extra
-        cert, n_total = smooth.certificate_from_count(candidate, int(counts[candidate]), n, alpha, n0=k0), n
+        more = max(k_hat - k0, 0)
+        counts = counts0 + (smooth.sample_counts(x, more, batch_size) if more > 0 else 0)
+        n_total = k0 + more
+        cert = smooth.certificate_from_count(candidate, int(counts[candidate]), n_total, alpha, n0=0)
     return SampledCertificate(cert.prediction, cert.radius, cert.count, cert.n, cert.p_lower, cert.n0,
-                              sample_size=n_total, k_hat=k_hat, p_low=p_low, p_up=p_up)
+                              sample_size=n_total, **extra)
 
 
 def ias_certify(smooth: Smooth, x: torch.Tensor, k: int, n0: int, alpha: float,
@@ -367,15 +401,16 @@ def ias_certify(smooth: Smooth, x: torch.Tensor, k: int, n0: int, alpha: float,
 
 def certify_dataset_iss(smooth: Smooth, dataset, mapping: ISSMapping, k0: int, out: str | os.PathLike,
                         alpha: float | None = None, variant: str = "fresh", batch_size: int = 1000,
-                        **kwargs) -> Path:
+                        rule: str = "interval", **kwargs) -> Path:
     """ISS over a dataset through :func:`rsbook.certify.certify_dataset` (resumable log + :data:`ISS_COLUMNS`).
 
     ``kwargs`` (``skip``, ``max_examples``, ``shard``, ``seed``, ``progress``) go to ``certify_dataset``.
     """
     alpha = mapping.alpha if alpha is None else check_alpha(alpha)
     check_choice(variant, VARIANTS, "variant")
+    check_choice(rule, PLAN_RULES, "rule")
     return certify_dataset(smooth, dataset, k0, mapping.k_max, alpha, out, batch_size=batch_size,
-                           certify_fn=lambda x: iss_certify(smooth, x, mapping, k0, alpha, variant, batch_size),
+                           certify_fn=lambda x: iss_certify(smooth, x, mapping, k0, alpha, variant, batch_size, rule),
                            extra_columns=ISS_COLUMNS, **kwargs)
 
 
@@ -398,24 +433,25 @@ def p_a_hat(log) -> np.ndarray:
     return (frame["count"] / frame["n"].where(frame["n"] > 0)).fillna(0.0).to_numpy(dtype=float)
 
 
-def matched_pairs(logs: Mapping[str, object]) -> dict[str, str]:
+def _is_fresh_iss(name: str) -> bool:
+    return name.startswith("ISS") and "(" not in name
+
+
+def matched_pairs(logs: Mapping[str, object], k0: int) -> dict[str, str]:
     """``{ISS log name: name of the IAS log of equal average cost}`` for the logs of :func:`run_comparison`."""
     pairs = {}
     for name, log in logs.items():
-        if name.startswith("ISS") and not name.endswith("(paper)"):
-            frame = _frame(log)
-            ias = f"IAS-{matching_ias_size(frame, int(frame['n0'].iloc[0]))}"
+        if _is_fresh_iss(name):
+            ias = f"IAS-{matching_ias_size(log, k0)}"
             if ias in logs:
                 pairs[name] = ias
     return pairs
 
 
-def matching_ias_size(log, n0: int, round_to: int = 1) -> int:
-    """The fixed ``k`` whose cost ``n0 + k`` matches the average ``sample_size`` of an ISS log."""
+def matching_ias_size(log, n0: int) -> int:
+    """The fixed ``k`` whose cost ``n0 + k`` matches the average ``sample_size`` of an ISS log (at least 1)."""
     n0 = check_positive_int(n0, "n0")
-    round_to = check_positive_int(round_to, "round_to")
-    k = _frame(log)["sample_size"].mean() - n0
-    return max(round_to, int(round(k / round_to)) * round_to)
+    return max(1, int(round(_frame(log)["sample_size"].mean() - n0)))
 
 
 def _declines(reference, log) -> np.ndarray:
@@ -430,20 +466,27 @@ def compare_table(logs: Mapping[str, object], reference, radii: Sequence[float],
                   time: bool = False) -> pd.DataFrame:
     """The layout of the paper's Tables 1, 4 and 5, one row per named log.
 
+    ``reference`` is the log of certification at ``k_max`` (or its name in ``logs``).
     ``Avg``: mean forward passes per input; ``MAD``: the largest per-input decline of the
-    certified radius against the ``reference`` log (certification at ``k_max``; abstain
-    counts as radius 0); ``ACR`` and certified accuracy (%) at ``radii``. ``time=True``
-    adds the total certification wall-clock ``Time (s)`` (kept out by default so the table
-    is reproducible to the digit).
+    certified radius against the reference (abstain counts as radius 0); ``ACR`` and
+    certified accuracy (%) at ``radii``. ``time=True`` adds the total certification
+    wall-clock ``Time (s)`` and the speed-ups over the reference in samples and in time
+    (kept out by default so the table is reproducible to the digit).
     """
+    ref = _frame(logs[reference] if isinstance(reference, str) else reference)
+
+    def cost(frame):
+        return float(frame["sample_size"].mean()) if "sample_size" in frame else float((frame["n"] + frame["n0"]).mean())
+
     rows = []
     for name, log in logs.items():
         frame = _frame(log)
-        row = {"method": name, "Avg": float(frame["sample_size"].mean()) if "sample_size" in frame else float(
-            (frame["n"] + frame["n0"]).mean())}
+        row = {"method": name, "Avg": cost(frame)}
         if time:
             row["Time (s)"] = float(frame["time"].sum())
-        row["MAD"] = float(np.max(_declines(reference, frame)))
+            row["speed-up (samples)"] = cost(ref) / row["Avg"]
+            row["speed-up (time)"] = float(ref["time"].sum()) / row["Time (s)"]
+        row["MAD"] = float(np.max(_declines(ref, frame)))
         row["ACR"] = acr(frame)
         row.update({f"{r:g}": 100 * a for r, a in zip(radii, certified_accuracy(frame, list(radii)))})
         rows.append(row)
@@ -493,9 +536,63 @@ def prop1_check(reference, iss_log, mapping: ISSMapping) -> Prop1Check:
                       float(drop.max()), len(merged), mapping.max_decline, mapping.kind)
 
 
+def prop1_coverage(p_a: float, mapping: ISSMapping, k0: int, rule: str = "interval",
+                   alpha: float | None = None) -> float:
+    """Exact ``P(decline(k̂; k_max, p_A) <= U)`` over the first-stage count ``j ~ Binomial(k0, p_A)`` (Prop. 1).
+
+    ``k̂ = mapping.plan(p_low(j), p_up(j), rule)`` with the two-sided ``1 - alpha`` interval of
+    Alg. 2; Prop. 1 claims at least ``1 - alpha`` (the paper proves it for AD). For RD the
+    printed endpoint rule (``rule="endpoints"``) falls far short near the jump ``p*``.
+    """
+    from scipy.stats import binom
+
+    check_choice(rule, PLAN_RULES, "rule")
+    k0 = check_positive_int(k0, "k0")
+    alpha = mapping.alpha if alpha is None else check_alpha(alpha)
+    j = np.arange(k0 + 1)
+    weights = binom.pmf(j, k0, float(p_a))
+    keep = weights >= 1e-300
+    j, weights = j[keep], weights[keep]
+    lows, ups = clopper_pearson_lower(j, k0, alpha / 2), clopper_pearson_upper(j, k0, alpha / 2)
+    k_hat = np.array([mapping.plan(float(a), float(b), rule) for a, b in zip(lows, ups)], dtype=np.int64)
+    ok = radius_decline(k_hat, mapping.k_max, float(p_a), mapping.sigma, mapping.alpha, mapping.kind)
+    return float(weights[np.asarray(ok) <= mapping.max_decline + 1e-12].sum())
+
+
+# ----------------------------------------------------------------------------- ISS vs IAS, analytically
+def equal_budget_gain(p, k_max: int, k_ias: int, sigma: float, alpha: float, max_decline: float,
+                      kind: str = "AD"):
+    """``R̂(psi(p), p) - R̂(k_ias, p)``: what ISS certifies beyond IAS at ``p_A = p`` (the paper's Fig. 4a).
+
+    ISS is represented by its sample size at the true ``p_A`` (``psi``, no planning
+    interval); Fig. 4a uses ``k_max = 100,000``, ``U_AD = 0.05``, ``k_ias = 30,000`` (ISS's
+    average on their ImageNet model) and finds ISS ahead for ``p_A > 0.94``.
+    """
+    k = sample_size(p, k_max, sigma, alpha, max_decline, kind)
+    return radius_hat(k, p, sigma, alpha) - radius_hat(k_ias, p, sigma, alpha)
+
+
+def equal_budget_comparison(p_values, k_max: int, sigma: float, alpha: float, max_decline: float,
+                            kind: str = "AD") -> dict:
+    """ISS against IAS at the same average sample size, analytically, over a model's ``p_A`` values.
+
+    ISS spends ``psi(p)`` on an input with ``p_A = p``; IAS spends the average of those on
+    every input. Returns the average sample size, ``k_ias``, the mean ``R̂`` of each
+    (the analytic ACR over inputs the smoothed classifier gets right) and their difference.
+    """
+    p = np.asarray(p_values, dtype=float)
+    k_iss = np.asarray(sample_size(p, k_max, sigma, alpha, max_decline, kind), dtype=float)
+    k_ias = max(1, int(round(k_iss.mean())))
+    r_iss = np.asarray(radius_hat(k_iss, p, sigma, alpha), dtype=float)
+    r_ias = np.asarray(radius_hat(k_ias, p, sigma, alpha), dtype=float)
+    return {"avg_samples": float(k_iss.mean()), "k_ias": k_ias, "mean_R_iss": float(r_iss.mean()),
+            "mean_R_ias": float(r_ias.mean()), "gain": float(r_iss.mean() - r_ias.mean()),
+            "share_psi_max": float(np.mean(k_iss == k_iss.max())) if len(k_iss) else math.nan}
+
+
 # ----------------------------------------------------------------------------- exact failure probability
 def failure_probability(p_a: float, mapping: ISSMapping, k0: int, alpha: float | None = None,
-                        variant: str = "fresh") -> float:
+                        variant: str = "fresh", rule: str = "interval") -> float:
     """Exact probability that :func:`iss_certify` fails on a two-class problem with top-class probability ``p_a``.
 
     The setting of :mod:`rsbook.groundtruth`: a base classifier with two classes, the true
@@ -503,12 +600,13 @@ def failure_probability(p_a: float, mapping: ISSMapping, k0: int, alpha: float |
     ``sigma Phi^{-1}(p_a)``. A failure is a certificate (not ABSTAIN) for the wrong class,
     or for the right class with ``p_lower > p_a`` (radius above the truth). Sum over the
     first-stage count ``j ~ Binomial(k0, p_a)``: ``j`` fixes the class (``np.argmax``
-    breaks a tie towards class 0), ``[p_low, p_up]`` and ``k̂``; the second-stage count is
-    binomial with a known size, so each term is one binomial tail. This is the truth the
-    soundness simulation (:func:`rsbook.groundtruth.certify_failure_rate`) is checked against,
-    and it shows where the printed Alg. 2 loses its ``1 - alpha`` guarantee.
+    breaks a tie towards class 0), ``[p_low, p_up]`` and ``k̂``; the counted votes are then
+    ``j``-dependent plus a binomial (``fresh``, ``reuse``, ``printed`` with ``k̂ >= k0``) or a
+    hypergeometric (``printed`` with ``k̂ < k0``) variable, so each term is one tail. This is
+    the truth the soundness simulation (:func:`rsbook.groundtruth.certify_failure_rate`) is
+    checked against, and it shows where the printed Alg. 2 loses its ``1 - alpha`` guarantee.
     """
-    from scipy.stats import binom
+    from scipy.stats import binom, hypergeom
 
     check_choice(variant, VARIANTS, "variant")
     k0 = check_positive_int(k0, "k0")
@@ -525,12 +623,14 @@ def failure_probability(p_a: float, mapping: ISSMapping, k0: int, alpha: float |
     p_top = np.where(right, p_a, 1.0 - p_a)
     lows = clopper_pearson_lower(k_top, k0, alpha / 2)
     ups = clopper_pearson_upper(k_top, k0, alpha / 2)
-    k_hat = np.array([mapping.plan(float(a), float(b)) for a, b in zip(lows, ups)], dtype=np.int64)
+    k_hat = np.array([mapping.plan(float(a), float(b), rule) for a, b in zip(lows, ups)], dtype=np.int64)
+    thinned = (variant == "printed") & (k_hat < k0)
     if variant == "fresh":
-        extra, base = k_hat, np.zeros_like(k_hat)
+        extra, base, n = k_hat, np.zeros_like(k_hat), k_hat
     else:
-        extra, base = np.maximum(k_hat - k0, 0), k_top
-    n = k_hat if variant == "fresh" else k0 + extra
+        extra = np.maximum(k_hat - k0, 0)
+        base = np.where(thinned, 0, k_top)
+        n = np.where(thinned, k_hat, k0 + extra)
     # the true class fails if p_lower > p_a; the wrong class as soon as it is certified (p_lower > 1/2)
     level = np.where(right, p_a, 0.5)
     # least count t with clopper_pearson_lower(t, n) > level, by a vectorised bisection
@@ -544,75 +644,54 @@ def failure_probability(p_a: float, mapping: ISSMapping, k0: int, alpha: float |
         above = clopper_pearson_lower(mid, np.maximum(n[todo], 1), alpha) > level[todo]
         hi[todo[above]] = mid[above]
         lo[todo[~above]] = mid[~above]
-    need = hi - base  # second-stage votes for the picked class needed to fail
+    need = hi - base  # counted votes (beyond base) for the picked class needed to fail
     tail = np.where(need <= 0, 1.0, binom.sf(need - 1, extra, p_top))
-    tail = np.where((n == 0) | ((need > 0) & (extra == 0)), 0.0, tail)
+    tail = np.where((need > 0) & (extra == 0), 0.0, tail)
+    # printed, k_hat < k0: the counted votes are the picked class's among k_hat of the k0 first-stage samples
+    tail = np.where(thinned, hypergeom.sf(need - 1, k0, k_top, np.maximum(k_hat, 0)), tail)
+    tail = np.where(n == 0, 0.0, tail)
     return float(np.sum(weights * tail))
 
 
 # ----------------------------------------------------------------------------- experiment driver
-def mapping_cached(path: str | os.PathLike, k_max: int, sigma: float, alpha: float, max_decline: float,
-                   kind: str = "AD", delta: float = 1e-3) -> ISSMapping:
-    """:func:`build_mapping`, or the table saved at ``path`` by an earlier run with the same settings."""
-    path = Path(path)
-    if path.exists():
-        m = ISSMapping.load(path)
-        if (m.k_max, m.kind, m.delta) == (k_max, kind, delta) and np.allclose(
-                [m.sigma, m.alpha, m.max_decline], [sigma, alpha, max_decline]):
-            return m
-    m = build_mapping(k_max, sigma, alpha, max_decline, kind, delta)
-    m.save(path)
-    return m
-
-
 def run_comparison(smooth: Smooth, dataset, out_dir: str | os.PathLike, k_max: int, k0: int, alpha: float,
                    ad_bounds: Sequence[float] = (0.05,), rd_bounds: Sequence[float] = (),
-                   ias_sizes: Sequence[int] = (), paper_variant: bool = True, delta: float = 1e-3,
+                   ias_sizes: Sequence[int] = (), printed_variant: bool = True, delta: float = 1e-3,
                    batch_size: int = 1000, **kwargs) -> dict[str, Path]:
     """Certify ``dataset`` at ``k_max`` and with ISS/IAS the way the paper's Tables 1, 4 and 5 do.
 
     Writes (or resumes) under ``out_dir``: the reference log (CERTIFY at ``k_max`` with
     ``n0 = k0``, named ``"k_max"``), one ISS log per bound (``"ISS-AD-0.05"``, ``"ISS-RD-0.01"``;
-    the exact ``variant="fresh"``), the printed Alg. 2 for the first AD bound
-    (``"ISS-AD-0.05 (paper)"``, if ``paper_variant``), for each ISS log an IAS log of equal
-    average cost (``"IAS-1234"``: ``n0 = k0`` plus ``k`` estimation samples) and IAS at the
-    extra ``ias_sizes``. Returns ``{name: log path}`` in that order; ``kwargs`` go to
+    the valid ``variant="fresh"``), Alg. 2 as printed for the first bound
+    (``"ISS-AD-0.05 (printed)"``, if ``printed_variant``), for each fresh ISS log an IAS log of
+    equal average cost (``"IAS-1234"``: ``n0 = k0`` plus ``k`` estimation samples) and IAS at
+    the extra ``ias_sizes``. Returns ``{name: log path}`` in that order; ``kwargs`` go to
     :func:`rsbook.certify.certify_dataset` (``skip``, ``max_examples``, ``seed``, ``progress``).
+    The file names carry every setting that changes a log, so a changed setting never reuses one.
     """
     out_dir = Path(out_dir)
     k_max, k0 = check_positive_int(k_max, "k_max"), check_positive_int(k0, "k0")
+    tag = f"k{k_max}_n0{k0}_a{alpha:g}"
     logs: dict[str, Path] = {"k_max": certify_dataset_ias(smooth, dataset, k_max, k0, alpha,
-                                                          out_dir / f"certify_k{k_max}.tsv", batch_size, **kwargs)}
+                                                          out_dir / f"certify_{tag}.tsv", batch_size, **kwargs)}
     bounds = [("AD", u) for u in ad_bounds] + [("RD", u) for u in rd_bounds]
     for i, (kind, u) in enumerate(bounds):
         name = f"ISS-{kind}-{u:g}"
-        mapping = mapping_cached(out_dir / f"psi_{kind}{u:g}_k{k_max}.npz", k_max, smooth.sigma, alpha, u, kind, delta)
-        logs[name] = certify_dataset_iss(smooth, dataset, mapping, k0, out_dir / f"iss_{kind}{u:g}_k{k_max}.tsv",
-                                         alpha, "fresh", batch_size, **kwargs)
-        if paper_variant and i == 0 and kind == "AD":
-            logs[f"{name} (paper)"] = certify_dataset_iss(
-                smooth, dataset, mapping, k0, out_dir / f"iss_{kind}{u:g}_k{k_max}_paper.tsv", alpha, "paper",
-                batch_size, **kwargs)
-    for name in [n for n in logs if n.startswith("ISS") and not n.endswith("(paper)")]:
+        mapping = build_mapping(k_max, smooth.sigma, alpha, u, kind, delta)
+        stem = f"iss_{kind}{u:g}_{tag}_d{delta:g}"
+        logs[name] = certify_dataset_iss(smooth, dataset, mapping, k0, out_dir / f"{stem}.tsv", alpha, "fresh",
+                                         batch_size, **kwargs)
+        if printed_variant and i == 0:
+            logs[f"{name} (printed)"] = certify_dataset_iss(smooth, dataset, mapping, k0,
+                                                            out_dir / f"{stem}_printed.tsv", alpha, "printed",
+                                                            batch_size, **kwargs)
+    for name in [n for n in logs if _is_fresh_iss(n)]:
         k = matching_ias_size(logs[name], k0)
-        logs[f"IAS-{k}"] = certify_dataset_ias(smooth, dataset, k, k0, alpha, out_dir / f"ias_k{k}.tsv",
+        logs[f"IAS-{k}"] = certify_dataset_ias(smooth, dataset, k, k0, alpha, out_dir / f"ias_k{k}_n0{k0}_a{alpha:g}.tsv",
                                                batch_size, **kwargs)
     for k in ias_sizes:
         k = check_positive_int(k, "ias_sizes")
         if f"IAS-{k}" not in logs and k != k_max:
-            logs[f"IAS-{k}"] = certify_dataset_ias(smooth, dataset, k, k0, alpha, out_dir / f"ias_k{k}.tsv",
-                                                   batch_size, **kwargs)
+            logs[f"IAS-{k}"] = certify_dataset_ias(smooth, dataset, k, k0, alpha,
+                                                   out_dir / f"ias_k{k}_n0{k0}_a{alpha:g}.tsv", batch_size, **kwargs)
     return logs
-
-
-def speedup_summary(logs: Mapping[str, object], reference: str = "k_max") -> pd.DataFrame:
-    """Per log: average samples, total wall-clock, and both as speed-ups over ``reference``, with the ACR cost."""
-    ref = _frame(logs[reference])
-    rows = []
-    for name, log in logs.items():
-        f = _frame(log)
-        rows.append({"method": name, "Avg": f["sample_size"].mean(), "Time (s)": f["time"].sum(),
-                     "sample speed-up": ref["sample_size"].mean() / f["sample_size"].mean(),
-                     "time speed-up": ref["time"].sum() / f["time"].sum(), "ACR": acr(f),
-                     "ACR cost": acr(ref) - acr(f)})
-    return pd.DataFrame(rows).set_index("method")

@@ -14,15 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rsbook._checks import check_alpha, check_positive_int
+from rsbook._checks import check_alpha, check_choice, check_positive_int
 from rsbook.noise import Noise, make_noise
 from rsbook.stats import binomial_test_pvalue, clopper_pearson_lower
 from rsbook.utils import eval_mode
 
-__all__ = ["ABSTAIN", "Certificate", "Smooth"]
+__all__ = ["ABSTAIN", "Certificate", "Smooth", "PRECISIONS"]
 
 #: returned in place of a class when the smoothed classifier declines to answer
 ABSTAIN = -1
+
+#: inference precisions of the base classifier (``float32`` runs without autocast)
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,21 @@ class Smooth:
     ``noise`` is a :class:`~rsbook.noise.Noise` or a float (Gaussian sigma). ``seed`` fixes
     the sampler's generator; :meth:`reseed` resets it (``certify_dataset`` reseeds per
     example so that resumed and sharded runs reproduce an uninterrupted one).
+
+    How the base classifier is run (see :meth:`logits`): ``precision`` is ``"float32"``
+    (default), ``"bfloat16"`` or ``"float16"`` (autocast; the noise is still drawn and added
+    in float32), ``channels_last`` converts the model and the 4-D batches to that memory
+    layout, ``compile=True`` runs it through ``torch.compile``. A lower precision makes the
+    base classifier a slightly different function: the certificates are sound for the
+    classifier *as run* (what PREDICT at the same precision answers), not for its float32
+    twin; :func:`rsbook.benchmark.precision_disagreement` measures how often the two differ.
     """
 
     ABSTAIN = ABSTAIN
 
     def __init__(self, base_classifier: torch.nn.Module, num_classes: int, noise: Noise | float,
-                 seed: int = 0, device: torch.device | str | None = None):
+                 seed: int = 0, device: torch.device | str | None = None, precision: str = "float32",
+                 channels_last: bool = False, compile: bool = False):
         self.base_classifier = base_classifier
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.noise = make_noise(noise)
@@ -69,6 +81,7 @@ class Smooth:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.reseed(seed)
+        self._set_inference(precision, channels_last, compile)
 
     @property
     def sigma(self) -> float:
@@ -76,6 +89,25 @@ class Smooth:
 
     def reseed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))
+
+    # ------------------------------------------------------------------ how f is run
+    def _set_inference(self, precision: str, channels_last: bool, compile: bool) -> None:
+        self.precision = check_choice(precision, PRECISIONS, "precision")
+        if not isinstance(channels_last, bool) or not isinstance(compile, bool):
+            raise ValueError(f"channels_last and compile must be True or False, got {channels_last!r}, {compile!r}")
+        self.channels_last, self.compiled = channels_last, compile
+        if channels_last:
+            self.base_classifier.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.base_classifier) if compile else self.base_classifier
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """The base classifier's logits on ``batch``, run at this object's precision and memory layout."""
+        if self.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        if self.precision == "float32":
+            return self._forward(batch)
+        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]):
+            return self._forward(batch)
 
     # ------------------------------------------------------------------ sampler
     def sample_counts(self, x: torch.Tensor, n: int, batch_size: int = 1000) -> np.ndarray:
@@ -109,7 +141,7 @@ class Smooth:
                     owner = torch.arange(start, start + b, device=self.device) // n
                     batch = xs[owner]
                 eps = self.noise.sample(batch.shape, generator=self.generator, device=self.device, dtype=xs.dtype)
-                predictions = self.base_classifier(batch + eps).argmax(dim=1)
+                predictions = self.logits(batch + eps).argmax(dim=1)
                 slots = predictions if owner is None else owner * k + predictions
                 counts += torch.bincount(slots, minlength=num_inputs * k)
         return counts.view(num_inputs, k).cpu().numpy()
@@ -152,3 +184,30 @@ class Smooth:
         if p_lower <= 0.5:
             return Certificate(ABSTAIN, 0.0, count, n, p_lower, n0)
         return Certificate(candidate, self.noise.certified_radius(p_lower), count, n, p_lower, n0)
+
+    # ------------------------------------------------------------------ T-CERTIFY (Feng et al., 2020)
+    def t_certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000, grid: int = 10,
+                  variant: str = "grid", combine: str = "sum"):
+        """T-CERTIFY (Feng et al., AAAI 2020, Alg. 2): CERTIFY's draws, ``p_A`` and ``p_B`` bounded separately.
+
+        Draws exactly what :meth:`certify` draws (``n0`` selection votes, then ``n`` estimation
+        votes, through the one sampler), so with the same seed the returned
+        :class:`rsbook.adre.TCertificate` carries CERTIFY's radius (``radius_certify``) and
+        T-CERTIFY's (``radius``) on the same samples. ``variant="grid"`` maximises over
+        ``alpha' = alpha i / grid``; ``variant="exact"`` fixes ``alpha'`` from the selection
+        votes (:func:`rsbook.adre.choose_alpha_prime`). Gaussian noise only (eq. 2).
+        """
+        from rsbook.adre import VARIANTS, choose_alpha_prime, t_certificate_from_counts
+        from rsbook.noise import Gaussian
+
+        if not isinstance(self.noise, Gaussian):
+            raise ValueError(f"T-CERTIFY's radius (eq. 2) holds for Gaussian noise only, got {self.noise!r}")
+        n0, n = check_positive_int(n0, "n0"), check_positive_int(n, "n")
+        alpha = check_alpha(alpha)
+        check_choice(variant, VARIANTS, "variant")
+        counts0 = self.sample_counts(x, n0, batch_size)
+        candidate = int(np.argmax(counts0))
+        counts = self.sample_counts(x, n, batch_size)
+        alpha_prime = choose_alpha_prime(counts0, n, alpha, self.sigma, grid, combine) if variant == "exact" else None
+        return t_certificate_from_counts(counts, candidate, alpha, self.sigma, grid, combine=combine,
+                                         alpha_prime=alpha_prime, n0=n0)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rsbook._checks import check_choice, check_positive_float, check_positive_int
 from rsbook.noise import Noise, make_noise
+from rsbook import distributed
 from rsbook.utils import progress_bar, training_seed
 
 __all__ = ["Objective", "ObjectiveOutput", "GaussianAugmentation", "fit", "evaluate_accuracy",
@@ -193,7 +194,9 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
     Each epoch's shuffling and noise are seeded from ``(seed', epoch)`` with
     ``seed' = seed + $RSBOOK_SEED_OFFSET`` (:func:`rsbook.utils.training_seed`), so a resumed
     run continues exactly as an uninterrupted one would. On CUDA, ``amp`` (default on) uses
-    float16 autocast with loss scaling, and 4-D inputs use channels_last.
+    float16 autocast with loss scaling, and 4-D inputs use channels_last. Under ``torchrun`` it
+    trains with DistributedDataParallel (:mod:`rsbook.distributed`): ``batch_size`` stays the
+    global batch, and rank 0 alone writes the checkpoint (which records ``world_size``).
     """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -210,6 +213,7 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
     images_per_step = batch_size if batch_counts == "images" else max(1, batch_size // objective.num_noise)
     device = torch.device(device) if device is not None else (
         torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    ctx, device = distributed.setup(device)  # under torchrun: join the group, cuda:<LOCAL_RANK>
     on_cuda = device.type == "cuda"
     amp = on_cuda if amp is None else (amp and on_cuda)
     model.to(device)
@@ -231,16 +235,16 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
         history = list(state.get("history", []))
         start_epoch = int(state["epoch"]) + 1
     data = _WithIndex(train_set) if objective.uses_index else train_set
+    net = distributed.wrap(model, ctx, device)  # the module the objective calls (DDP averages gradients)
     if start_epoch < epochs:
         objective.prepare(model, train_set, device)
 
-    bar = progress_bar(range(start_epoch, epochs), desc=f"train {objective.name}", disable=not progress,
-                       initial=start_epoch, total=epochs)
+    bar = progress_bar(range(start_epoch, epochs), desc=f"train {objective.name}",
+                       disable=not progress or not ctx.is_main, initial=start_epoch, total=epochs)
     for epoch in bar:
-        torch.manual_seed(seed * 100_003 + epoch)
-        loader = DataLoader(data, batch_size=images_per_step, shuffle=True, num_workers=num_workers,
-                            generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
-                            pin_memory=on_cuda, drop_last=False)
+        torch.manual_seed(distributed.rank_seed(seed * 100_003 + epoch, ctx))
+        loader = distributed.loader(data, images_per_step, ctx, seed * 100_003 + epoch, epoch,
+                                    num_workers=num_workers, pin_memory=on_cuda, drop_last=False)
         objective.start_epoch(epoch, epochs)
         model.train()
         total_loss, total_correct, total_seen, total_noisy, t0 = 0.0, 0, 0, 0, time.perf_counter()
@@ -250,7 +254,7 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
             if on_cuda and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                out = objective(model, x, y, **extra)
+                out = objective(net, x, y, **extra)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)
@@ -260,18 +264,21 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
             total_noisy += len(out.targets)
             total_seen += x.shape[0]
         scheduler.step()
+        total_loss, total_correct, total_noisy, total_seen = distributed.all_sum(
+            (total_loss, total_correct, total_noisy, total_seen), ctx, device)
         record = {"epoch": epoch, "loss": total_loss / total_seen, "noisy_acc": total_correct / total_noisy,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         if not math.isfinite(record["loss"]):
             raise FloatingPointError(f"training diverged at epoch {epoch}: loss {record['loss']} (lower lr?)")
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['noisy_acc']:.3f}")
-        if checkpoint is not None:
+        if checkpoint is not None and ctx.is_main:
             from rsbook.models import save_checkpoint
 
             save_checkpoint(checkpoint, model, arch, dataset, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), epoch=epoch, history=history,
-                            objective=objective.name)
+                            objective=objective.name, world_size=ctx.world_size)
+    distributed.check_in_sync(model, ctx, device)
     model.eval()
     return history
 
@@ -359,4 +366,8 @@ def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, **kwargs
     """
     check_choice(name, OBJECTIVES, "objective")
     return OBJECTIVES[name](sigma=sigma, num_noise=num_noise, **kwargs)
+
+
 from rsbook import baselines, catrs  # noqa: E402,F401 (register objectives)
+from rsbook import adre  # noqa: E402,F401 (registers "adre")
+from rsbook import smoothadv  # noqa: E402,F401 (registers "vanilla_adv")

@@ -43,3 +43,15 @@ def write_tiny_imagenet(root: Path, classes=("n01440764", "n01443537"), per_clas
                 pixels = rng.integers(0, 256, size=(40 + 8 * i, 50, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
     return Path(root)
+
+
+def write_tiny_cifar10c(root: Path, corruptions=("fog", "snow"), per_severity: int = 4, seed: int = 0) -> Path:
+    """``root/<corruption>.npy`` (uint8, ``(5 * per_severity, 32, 32, 3)``) and ``root/labels.npy``: CIFAR-10-C's format."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    n = 5 * per_severity
+    np.save(root / "labels.npy", np.tile(rng.integers(0, 10, size=per_severity), 5).astype(np.int64))
+    for name in corruptions:
+        np.save(root / f"{name}.npy", rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8))
+    return root

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.stats import norm
 from torch import nn
 
 from rsbook.attacks import (ATTACKS, ascent_direction, attack_loss, empirical_robust_accuracy, l2_to_linf_radius,
                             linf_to_l2_radius, make_attack, smoothed_soft_probability)
 from rsbook.data import get_dataset
+from rsbook.smoothadv import ProbitMixture, direction_cosines, lipschitz_ratios
 from rsbook.models import get_model
 from rsbook.train import GaussianAugmentation, fit
 from rsbook.smooth import Smooth
@@ -31,27 +31,7 @@ from rsbook.utils import seed_everything
 
 
 # ---------------------------------------------------------------- closed-form model
-class ProbitMixture(nn.Module):
-    """Two classes; ``softmax(logits)_1 = (Phi(a1.x + b1) + Phi(a2.x + b2)) / 2``."""
-
-    def __init__(self, a1, a2, b1, b2):
-        super().__init__()
-        self.register_buffer("a", torch.stack([torch.as_tensor(a1), torch.as_tensor(a2)]).double())
-        self.register_buffer("b", torch.tensor([b1, b2], dtype=torch.float64))
-
-    def forward(self, x):
-        p = 0.5 * torch.special.ndtr(x.double() @ self.a.T + self.b).sum(1)
-        return torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
-
-    def exact_g(self, x: np.ndarray, sigma: float) -> float:
-        a, b = self.a.numpy(), self.b.numpy()
-        s = np.sqrt(1 + sigma ** 2 * (a ** 2).sum(1))
-        return float(0.5 * norm.cdf((a @ x + b) / s).sum())
-
-    def exact_grad_g(self, x: np.ndarray, sigma: float) -> np.ndarray:
-        a, b = self.a.numpy(), self.b.numpy()
-        s = np.sqrt(1 + sigma ** 2 * (a ** 2).sum(1))
-        return 0.5 * ((norm.pdf((a @ x + b) / s) / s)[:, None] * a).sum(0)
+# rsbook.smoothadv.ProbitMixture: G and grad G in closed form (see its docstring)
 
 
 SIGMA = 0.5
@@ -62,9 +42,7 @@ D = 4
 def mixture():
     # a shallow component and a steep, mostly-off one: the regime where averaging the loss
     # (eq. 4) and averaging the probability (eq. 3) weight the noise draws very differently
-    a1 = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    a2 = torch.tensor([0.0, 6.0, 1.0, 0.0])
-    return ProbitMixture(a1, a2, -1.5, -3.25).eval()
+    return ProbitMixture.default()
 
 
 def _cosine(u: torch.Tensor, v: np.ndarray) -> np.ndarray:
@@ -103,6 +81,20 @@ def test_plugin_gradient_direction_converges(mixture):
     wrong = float(np.median(_cosine(g4, truth)))
     print(f"expected-loss (eq. 4) median cosine at m=4096: {wrong:.4f}")
     assert wrong < medians[4096] - 0.03
+    # the chapter's helper computes the same statistic
+    helper = direction_cosines(mixture, x0, SIGMA, [1, 4096], "smoothadv", seed=5)
+    helper4 = direction_cosines(mixture, x0, SIGMA, [4096], "expected_loss", seed=5)
+    assert helper[1] < 0.95 < 0.995 < helper[4096] and helper4[4096] < helper[4096] - 0.03
+
+
+def test_sigma_probit_of_smoothed_probability_is_one_lipschitz():
+    """Salman et al., App. A: x -> sigma Phi^-1(G(x)_c) is 1-Lipschitz, tight for a steep (hard) classifier."""
+    assert lipschitz_ratios(ProbitMixture.default(), SIGMA, pairs=5000).max() <= 1 + 1e-9
+    a = torch.tensor([40.0, 0.0, 0.0, 0.0])
+    steep = ProbitMixture(a, a, 0.0, 0.0)  # G = Phi(a.x / sqrt(1 + sigma^2 |a|^2)): Lipschitz constant ~ 1
+    ratios = lipschitz_ratios(steep, SIGMA, pairs=5000, scale=0.05)
+    print(f"\nsteep probit: largest ratio {ratios.max():.5f} over {len(ratios)} pairs")
+    assert ratios.max() <= 1 + 1e-9 and ratios.max() > 0.99
 
 
 def test_stein_estimator_is_unbiased(mixture):
@@ -307,3 +299,112 @@ def test_empirical_robust_accuracy_log_resumes_after_a_crash(tmp_path, monkeypat
     resumed = empirical_robust_accuracy(Smooth(model, 3, 0.05), data, attack(), out=path, **kwargs)
     pd.testing.assert_frame_equal(resumed, clean, check_dtype=False)
     assert len(path.read_text().splitlines()) == 1 + 14
+
+
+# ---------------------------------------------------------------- DDN (issue 8) and chunked draws
+class _Halfspace(nn.Module):
+    """Class 1 iff ``u.x > dist`` for a unit ``u``: the l2 distance from 0 to class 1 is exactly ``dist``."""
+
+    def __init__(self, d=4, dist=1.8, steep=20.0):
+        super().__init__()
+        u = torch.zeros(d, dtype=torch.float64)
+        u[0], u[1] = 0.6, 0.8
+        self.register_buffer("u", u)
+        self.dist, self.steep = dist, steep
+
+    def forward(self, x):
+        z = self.steep * (x.double().flatten(1) @ self.u - self.dist)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def _ddn_on_halfspace(epsilon, steps, dist, **kwargs):
+    model = _Halfspace(dist=dist).eval()
+    x = torch.zeros(3, 4, dtype=torch.float64)
+    y = torch.zeros(3, dtype=torch.long)
+    attack = make_attack("ddn", epsilon, steps, num_noise=4, noise=0.01, clip=None, **kwargs)
+    x_adv, _ = attack(model, x, y, generator=torch.Generator().manual_seed(0))
+    return x_adv.norm(dim=1), (x_adv.double() @ model.u > dist)
+
+
+def test_ddn_reaches_a_large_epsilon_in_two_steps():
+    """Issue 8: with epsilon = 2 and T = 2 the old DDN (r_0 = 1) never left the ball of radius ~1.10."""
+    norms, adversarial = _ddn_on_halfspace(2.0, 2, dist=1.8)
+    print(f"\nDDN, epsilon = 2, T = 2, boundary at 1.8: returned norms {norms.tolist()}")
+    assert (norms > 1.5).all() and adversarial.all()
+    # an explicit r_0 = 1 reproduces the old behaviour: the negative control of the check above
+    norms_old, adv_old = _ddn_on_halfspace(2.0, 2, dist=1.8, init_norm=1.0)
+    assert (norms_old < 1.2).all() and not adv_old.any()
+
+
+def test_ddn_returns_the_smallest_adversarial_point_it_found():
+    dist = 1.3
+    norms, adversarial = _ddn_on_halfspace(3.0, 20, dist=dist)
+    print(f"\nDDN, epsilon = 3, T = 20, boundary at {dist}: returned norms {norms.tolist()}")
+    # adversarial, and within a few budget updates of the minimal norm (the budget moves by 5% a step)
+    assert adversarial.all() and (norms >= dist).all() and (norms <= dist * 1.05 ** 2).all()
+    # no adversarial point inside the ball: the last iterate (ours) or no perturbation (the authors')
+    last, adv_last = _ddn_on_halfspace(1.0, 5, dist=dist)
+    clean, _ = _ddn_on_halfspace(1.0, 5, dist=dist, if_none_found="clean")
+    assert not adv_last.any() and torch.allclose(last, torch.ones(3, dtype=torch.float64))
+    assert (clean == 0).all()
+
+
+class _FlippedDDN(ATTACKS["smoothadv_ddn"]):
+    """Negative control: DDN descending instead of ascending."""
+
+    def _direction(self, model, x, y, draws):
+        g, prediction = super()._direction(model, x, y, draws)
+        return -g, prediction
+
+
+def test_ddn_increases_the_attack_loss_and_a_sign_flip_is_caught(untrained_cnn):
+    x, _ = _inputs(24)
+    gen = torch.Generator().manual_seed(21)
+    attack = make_attack("ddn", 1.0, 6, num_noise=4, noise=0.25)
+    draws = attack.draw(x, gen)
+    with torch.no_grad():
+        # label = the smoothed prediction, so the clean point is not yet adversarial
+        y = attack_loss(untrained_cnn, x, torch.zeros(24, dtype=torch.long), draws)[1]
+        before = attack_loss(untrained_cnn, x, y, draws)[0]
+
+    def fraction_increased(att):
+        x_adv, _ = att(untrained_cnn, x, y, draws=draws)
+        with torch.no_grad():
+            return float((attack_loss(untrained_cnn, x_adv, y, draws)[0] > before).float().mean())
+
+    ascent = fraction_increased(attack)
+    descent = fraction_increased(_FlippedDDN(1.0, 6, num_noise=4, noise=0.25))
+    print(f"\nDDN raises the eq. (6) loss on {ascent:.0%} of examples; with the sign flipped on {descent:.0%}")
+    assert ascent >= 0.9
+    assert descent < 0.5
+
+
+@pytest.mark.parametrize("name", ["smoothadv_pgd", "expected_loss_pgd", "stein_pgd", "smoothadv_ddn"])
+def test_chunked_draws_give_the_same_iterate_with_bounded_memory(untrained_cnn, name):
+    """Issue 8: m draws in chunks (gradients accumulated) = all at once; no forward pass exceeds B * chunk."""
+    x, y = _inputs(6)
+    whole = make_attack(name, 0.8, 3, num_noise=7, noise=0.5)
+    chunked = make_attack(name, 0.8, 3, num_noise=7, noise=0.5, chunk=3)  # chunks of 3, 3, 1
+    draws = whole.draw(x, torch.Generator().manual_seed(8))
+    sizes = []
+    handle = untrained_cnn.register_forward_pre_hook(lambda mod, inp: sizes.append(inp[0].shape[0]))
+    try:
+        a, _ = whole(untrained_cnn, x, y, draws=draws)
+        n_whole = len(sizes)
+        b, _ = chunked(untrained_cnn, x, y, draws=draws)
+    finally:
+        handle.remove()
+    assert max(sizes[:n_whole]) == 6 * 7 and max(sizes[n_whole:]) <= 6 * 3
+    assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
+    assert not torch.equal(a, x)
+
+
+def test_chunked_plugin_gradient_is_exact_even_for_tiny_probabilities(mixture):
+    """The running-max combination of eq. (6) over chunks: equal to one pass, finite where F_y ~ 1e-11."""
+    gen = torch.Generator().manual_seed(9)
+    for x0 in (torch.zeros(5, D, dtype=torch.float64), torch.full((5, D), -5.0, dtype=torch.float64)):
+        y = torch.ones(5, dtype=torch.long)
+        draws = torch.randn(5, 10, D, generator=gen, dtype=torch.float64) * SIGMA
+        g1, p1 = ascent_direction(mixture, x0, y, draws, "smoothadv")
+        g2, p2 = ascent_direction(mixture, x0, y, draws, "smoothadv", chunk=3)
+        assert torch.isfinite(g2).all() and torch.allclose(g1, g2, rtol=1e-9, atol=0) and torch.equal(p1, p2)

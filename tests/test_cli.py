@@ -117,6 +117,7 @@ def test_certify_at_lower_precision_and_benchmark_command(tmp_path, capsys):
     assert len(read_log(tmp_path / "c.tsv")) == 2
     capsys.readouterr()
     assert main(["benchmark", "--arch", "toy_mlp", "--dataset", "toy2d", "--n", "100", "--n0", "10",
-                 "--batch-size", "100", "--rounds", "1", "--precision", "float32", "bfloat16"]) == 0
+                 "--batch-size", "100", "--rounds", "1", "--precision", "float32", "bfloat16",
+                 "--disagreement-inputs", "2", "--disagreement-n", "100"]) == 0
     out = capsys.readouterr().out
     assert "certify/raw" in out and "bfloat16" in out and "disagree vs fp32" in out

@@ -149,7 +149,7 @@ def test_plan_equals_eq5_for_absolute_decline_and_mapping_roundtrip(tmp_path):
 def test_input_validation_names_the_parameter():
     with pytest.raises(ValueError, match="kind.*AD, RD"):
         iss.sample_size(0.9, 1000, 0.25, ALPHA, 0.05, kind="XX")
-    with pytest.raises(ValueError, match="variant.*fresh, paper"):
+    with pytest.raises(ValueError, match="variant.*fresh, printed, reuse"):
         iss.failure_probability(0.9, iss.build_mapping(100, 0.25, ALPHA, 0.05, delta=0.1), 10, variant="cohen")
     with pytest.raises(ValueError, match="delta"):
         iss.build_mapping(100, 0.25, ALPHA, 0.05, delta=0.3)
@@ -184,14 +184,15 @@ def test_exact_failure_probability_fresh_is_valid_and_printed_alg2_is_not():
     sigma, alpha = 0.5, 0.05
     m = iss.build_mapping(1000, sigma, alpha, 0.1, "AD")
     fresh = [iss.failure_probability(p, m, 100, alpha, "fresh") for p in (0.501, 0.6, 0.8, 0.95, 0.999)]
-    paper = iss.failure_probability(0.501, m, 100, alpha, "paper")
-    print("fresh:", np.round(fresh, 4), "paper at p_A = 0.501:", round(paper, 4))
+    printed = iss.failure_probability(0.501, m, 100, alpha, "printed")
+    reuse = iss.failure_probability(0.501, m, 100, alpha, "reuse")
+    print("fresh:", np.round(fresh, 4), "printed / reuse at p_A = 0.501:", round(printed, 4), round(reuse, 4))
     assert max(fresh) <= alpha
-    assert paper > 1.5 * alpha
+    assert printed > 1.5 * alpha and reuse > 1.5 * alpha
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,p_a", [("fresh", 0.501), ("paper", 0.501), ("fresh", 0.9), ("paper", 0.9)])
+@pytest.mark.parametrize("variant,p_a", [("fresh", 0.501), ("printed", 0.501), ("fresh", 0.9), ("printed", 0.9)])
 def test_soundness_simulation_matches_exact_failure_probability(variant, p_a):
     """The foundation's harness on the analytic linear classifier, for both Alg. 2 variants."""
     sigma, alpha, k0, trials = 0.5, 0.05, 100, 2000
@@ -249,7 +250,10 @@ def test_iss_draws_through_the_sampler_and_accounts_its_samples(variant):
         cert = iss.iss_certify(smooth, x, m, 50, variant=variant)
         assert smooth.drawn - before == cert.sample_size
         assert cert.sample_size == (50 + cert.k_hat if variant == "fresh" else max(cert.k_hat, 50))
-        assert cert.n == (cert.k_hat if variant == "fresh" else max(cert.k_hat, 50))
+        counted = {"fresh": cert.k_hat, "printed": cert.k_hat, "reuse": max(cert.k_hat, 50)}[variant]
+        assert cert.n == counted or (cert.n == 0 and cert.prediction == -1 and counted == 0)
+        # the selection samples are counted once: n0 + n never exceeds what was drawn
+        assert cert.n0 + cert.n <= cert.sample_size
         pred, radius = cert  # unpacks like CERTIFY
         assert radius >= 0
 
@@ -262,6 +266,7 @@ def test_iss_and_ias_logs_are_read_by_analysis_and_resume(tmp_path):
     logs = {v: iss.certify_dataset_iss(smooth, data, m, 50, tmp_path / f"iss_{v}.tsv", variant=v, progress=False)
             for v in iss.VARIANTS}
     k = iss.matching_ias_size(logs["fresh"], n0=50)
+    assert (read_log(logs["reuse"])["n0"] == 0).all() and (read_log(logs["fresh"])["n0"] == 50).all()
     ias = iss.certify_dataset_ias(smooth, data, k, 50, ALPHA, tmp_path / "ias.tsv", progress=False)
     for path in [ref, ias, *logs.values()]:
         frame = read_log(path)
@@ -271,10 +276,106 @@ def test_iss_and_ias_logs_are_read_by_analysis_and_resume(tmp_path):
     # a rerun resumes: nothing is appended
     iss.certify_dataset_iss(smooth, data, m, 50, logs["fresh"], progress=False)
     assert len(read_log(logs["fresh"])) == len(data)
-    table = iss.compare_table({"ISS": logs["fresh"], "IAS": ias, "k_max": ref}, ref, [0.0, 0.5], time=True)
-    assert list(table.columns) == ["Avg", "Time (s)", "MAD", "ACR", "0", "0.5"]
+    table = iss.compare_table({"ISS": logs["fresh"], "IAS": ias, "k_max": ref}, "k_max", [0.0, 0.5], time=True)
+    assert list(table.columns) == ["Avg", "Time (s)", "speed-up (samples)", "speed-up (time)", "MAD", "ACR", "0",
+                                   "0.5"]
     assert table.loc["k_max", "MAD"] == 0 and table.loc["k_max", "Avg"] == 2050
+    assert table.loc["k_max", "speed-up (samples)"] == 1.0
+    assert table.loc["IAS", "speed-up (samples)"] == pytest.approx(2050 / (50 + k))
     check = iss.prop1_check(ref, logs["fresh"], m)
     print(check)
     assert check.n == len(data) and 0 <= check.plug_in <= 1
     assert np.allclose(iss.p_a_hat(ref), read_log(ref)["count"] / 2000)
+
+
+# ----------------------------------------------------------------------------- issue 8
+def test_reuse_variants_record_no_separate_selection_samples():
+    """Issue 8: the reuse variant logged n0 = k0 although n already contained those k0 samples."""
+    clf, sigma, data = _toy_problem()
+    m = iss.build_mapping(2000, sigma, ALPHA, 0.05, "AD")
+    smooth = Smooth(clf, 2, sigma, seed=0)
+    for variant in ("reuse", "printed"):
+        for x, _ in data:
+            cert = iss.iss_certify(smooth, x, m, 50, variant=variant)
+            assert cert.n0 == 0 and cert.n <= cert.sample_size
+
+
+def test_printed_alg2_counts_only_k_hat_samples_when_k_hat_is_below_k0():
+    """Alg. 2 lines 7-8 literally: with k_hat < k0 the bound uses k_hat of the k0 first-stage samples."""
+    clf, sigma, data = _toy_problem()
+    # a large bound makes psi small: k_hat < k0 = 500 for the confident inputs
+    m = iss.build_mapping(2000, sigma, ALPHA, 0.3, "AD")
+    smooth = _Counting(clf, 2, sigma, seed=1)
+    seen_small = False
+    for x, _ in data:
+        before = smooth.drawn
+        printed = iss.iss_certify(smooth, x, m, 500, variant="printed")
+        assert smooth.drawn - before == printed.sample_size == max(500, printed.k_hat)
+        if 0 < printed.k_hat < 500:
+            seen_small = True
+            assert printed.n == printed.k_hat and printed.count <= printed.k_hat
+    assert seen_small
+
+
+def test_exact_failure_probability_of_the_printed_variant_matches_simulation_when_k_hat_is_small():
+    """Hypergeometric branch of failure_probability against a direct simulation of the thinning."""
+    sigma, alpha, k0, p_a = 0.5, 0.05, 200, 0.7
+    m = iss.build_mapping(400, sigma, alpha, 0.2, "AD")
+    exact = iss.failure_probability(p_a, m, k0, alpha, "printed")
+    rng = np.random.default_rng(0)
+    trials, fails = 40_000, 0
+    j = rng.binomial(k0, p_a, trials)
+    for jj in np.unique(j):
+        picked = 2 * jj > k0
+        k_top = jj if picked else k0 - jj
+        lo, up = clopper_pearson_lower(k_top, k0, alpha / 2), clopper_pearson_upper(k_top, k0, alpha / 2)
+        k_hat = m.plan(float(lo), float(up))
+        reps = int((j == jj).sum())
+        if k_hat >= k0:
+            counts = k_top + rng.binomial(k_hat - k0, p_a if picked else 1 - p_a, reps)
+            n = k_hat
+        elif k_hat == 0:
+            continue
+        else:
+            counts = rng.hypergeometric(k_top, k0 - k_top, k_hat, reps)
+            n = k_hat
+        bound = clopper_pearson_lower(counts, n, alpha)
+        fails += int(np.sum(bound > (p_a if picked else 0.5)))
+    rate = fails / trials
+    se = np.sqrt(exact * (1 - exact) / trials)
+    print(f"printed Alg. 2 at p_A = {p_a}: exact {exact:.4f}, simulated {rate:.4f}")
+    assert abs(rate - exact) <= 4 * se + 1e-9 and exact > 0
+
+
+def test_endpoint_rule_breaks_prop1_for_relative_decline():
+    """Negative control (issue 8): eq. 5's endpoint rule misses psi's jump at p*; the interval maximum does not.
+
+    k_bar = 10^5, sigma = 0.5, U_RD = 0.05, k0 = 1000, alpha = 0.001 (the paper's setting).
+    Measured exactly: endpoint rule 0.000203 just above p*, 0.340 at p_A = 0.55; interval max >= 0.9992.
+    """
+    m = iss.build_mapping(100_000, 0.5, ALPHA, 0.05, "RD")
+    just_above = m.p_star + 1e-6
+    end = {p: iss.prop1_coverage(p, m, 1000, "endpoints") for p in (just_above, 0.55)}
+    inside = {p: iss.prop1_coverage(p, m, 1000, "interval") for p in (just_above, 0.55, 0.6, 0.9)}
+    print(f"\nProp. 1 coverage, endpoint rule: {end}; interval maximum: {inside}")
+    assert end[just_above] < 1e-3 and 0.2 < end[0.55] < 0.5
+    assert min(inside.values()) >= 1 - ALPHA
+    # for AD the two rules coincide (psi is non-decreasing)
+    ad = iss.build_mapping(100_000, 0.5, ALPHA, 0.05, "AD")
+    assert all(iss.prop1_coverage(p, ad, 1000, "endpoints") == iss.prop1_coverage(p, ad, 1000, "interval")
+               for p in (0.55, 0.9))
+
+
+def test_equal_budget_comparison_special_cases():
+    k_max, sigma, u = 100_000, 0.5, 0.05
+    p = np.array([0.6, 0.9, 0.99, 1.0])
+    # IAS at k_max: ISS gives up at most U (AD) and never gains
+    gain = iss.equal_budget_gain(p, k_max, k_max, sigma, ALPHA, u)
+    assert np.all(gain <= 1e-12) and np.all(gain >= -u - 1e-12)
+    # every input with the same p_A: IAS spends exactly what ISS spends, so nothing to gain
+    same = iss.equal_budget_comparison(np.full(7, 0.9), k_max, sigma, ALPHA, u)
+    assert same["k_ias"] == iss.sample_size(0.9, k_max, sigma, ALPHA, u) and abs(same["gain"]) < 1e-12
+    # Fig. 4a: ISS ahead only where AD(30,000) exceeds U, i.e. very close to p_A = 1 at sigma = 0.5
+    grid = np.linspace(0.5, 1.0, 2001)
+    ahead = grid[iss.equal_budget_gain(grid, k_max, 30_000, sigma, ALPHA, u) > 0]
+    assert ahead.min() > 0.99

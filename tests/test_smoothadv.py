@@ -27,7 +27,8 @@ from rsbook.attacks import make_attack
 from rsbook.certify import certify_dataset
 from rsbook.data import get_dataset
 from rsbook.models import get_model
-from rsbook.train import GaussianAugmentation, SmoothAdv, fit
+from rsbook.smoothadv import VanillaAdversarial
+from rsbook.train import OBJECTIVES, GaussianAugmentation, SmoothAdv, fit
 from rsbook.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,52 @@ def test_epsilon_zero_is_gaussian_augmentation(attack):
         runs[name] = _params(model)
     assert torch.equal(runs["gaussian"], runs["eps0"])
     assert not torch.allclose(runs["gaussian"], runs["eps>0"])  # negative control: the attack matters
+
+
+def test_vanilla_adversarial_training_attacks_f_at_the_clean_point():
+    """The paper's control (Sec. 2.3): PGD on f without noise, then Gaussian augmentation at x_hat."""
+    assert OBJECTIVES["vanilla_adv"] is VanillaAdversarial
+    x, y = (t[:8] for t in get_dataset("digits", "test").tensors)
+    model = _Recorder(get_model("digits_cnn", "digits")).train()
+    objective = VanillaAdversarial(SIGMA, num_noise=3, epsilon=0.5, steps=2)
+    out = objective(model, x, y)
+    attack_calls, train_call = model.calls[:-1], model.calls[-1]
+    assert len(attack_calls) == 2 and not any(flag for flag, _ in attack_calls)
+    assert torch.equal(attack_calls[0][1], x)  # the first PGD step looks at f(x) itself: no noise, no copies
+    assert train_call[0] and train_call[1].shape == (24, 1, 8, 8)
+    x_hat = attack_calls[1][1]
+    assert 0 < float((x_hat - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
+    assert torch.equal(out.targets, y.repeat_interleave(3))
+    # epsilon = 0 is Gaussian augmentation, bit for bit (negative control: epsilon > 0 differs)
+    train = Subset(get_dataset("digits", "train"), range(128))
+    torch.manual_seed(0)
+    init = get_model("digits_cnn", "digits")
+    weights = {}
+    for name, obj in {"gaussian": GaussianAugmentation(SIGMA, num_noise=2),
+                      "eps0": VanillaAdversarial(SIGMA, num_noise=2, epsilon=0.0),
+                      "eps>0": VanillaAdversarial(SIGMA, num_noise=2, epsilon=0.5)}.items():
+        m = copy.deepcopy(init)
+        fit(m, train, obj, 1, batch_size=64, lr=0.05, seed=3, progress=False)
+        weights[name] = _params(m)
+    assert torch.equal(weights["gaussian"], weights["eps0"])
+    assert not torch.allclose(weights["gaussian"], weights["eps>0"])
+
+
+def test_ddn_objective_trains_at_the_full_epsilon_after_warmup():
+    """Issue 8: the DDN attack inside SmoothAdv starts from the current epsilon (ImageNet presets: epsilon 2, 4)."""
+    objective = SmoothAdv(SIGMA, epsilon=2.0, steps=2, num_noise=1, attack="ddn", warmup_epochs=2)
+    objective.start_epoch(0, 4)
+    assert objective.epsilon == 1.0
+    objective.start_epoch(3, 4)
+    x, y = (t[:16] for t in get_dataset("digits", "test").tensors)
+    torch.manual_seed(0)
+    model = get_model("digits_cnn", "digits").eval()
+    draws = torch.randn(16, 1, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * SIGMA
+    x_adv = objective.attack(model, x, y, draws=draws).x_adv
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    print(f"\nDDN inside SmoothAdv at epsilon = 2: perturbation norms {norms.min():.2f} .. {norms.max():.2f}")
+    # without an adversarial iterate DDN keeps the last one, on the sphere of radius 2 (up to box clipping)
+    assert float(norms.max()) > 1.5
 
 
 def test_warmup_schedule():
@@ -235,7 +282,7 @@ def test_notebook_runs_on_tiny_cifar_fixture(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     output = run_dir / "02_smoothadv.ipynb"
     assert output.exists()
-    logs = sorted(run_dir.rglob("certify.tsv"))
+    logs = sorted(run_dir.rglob("certify-*.tsv"))
     assert logs, f"no certification log under {run_dir}"
     frame = read_log(logs[0])
     assert len(frame) > 0 and set(frame["idx"]) <= set(range(20))
