@@ -39,6 +39,17 @@ def check_positive_float(value: float, name: str) -> float:
     return v
 
 
+def check_nonneg_float(value: float, name: str) -> float:
+    """Weights of loss terms and attack radii are finite numbers >= 0 (0 switches the term off)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (v >= 0.0) or math.isinf(v):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
 def check_choice(value: str, choices: Iterable[str], name: str) -> str:
     """A name (dataset, architecture, method, ...) must be one of the known ones."""
     choices = list(choices)

@@ -36,7 +36,7 @@ from scipy.stats import norm as _normal
 from torch import nn
 from torch.nn import functional as F
 
-from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
+from rsbook._checks import check_alpha, check_choice, check_nonneg_float, check_positive_float, check_positive_int
 from rsbook.attacks import ATTACKS, SmoothAdvPGD, _noisy_logits, _upcast
 from rsbook.noise import Noise, make_noise
 from rsbook.stats import clopper_pearson_lower
@@ -59,13 +59,7 @@ VARIANTS = ("grid", "exact")
 
 # ============================================================================ training
 def _check_lam(lam: float, name: str = "lam") -> float:
-    try:
-        value = float(lam)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {lam!r}") from None
-    if not (value >= 0.0) or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {lam!r}")
-    return value
+    return check_nonneg_float(lam, name)
 
 
 def smoothed_log_probs(logits: torch.Tensor) -> torch.Tensor:

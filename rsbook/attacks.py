@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rsbook._checks import check_alpha, check_choice, check_positive_float, check_positive_int
+from rsbook._checks import check_alpha, check_choice, check_nonneg_float, check_positive_float, check_positive_int
 from rsbook.noise import Gaussian, Noise, make_noise
 from rsbook.certify import finished_rows, format_row
 from rsbook.utils import eval_mode, progress_bar
@@ -64,13 +64,7 @@ ESTIMATORS = ("smoothadv", "expected_loss", "base", "stein")
 
 def _check_epsilon(epsilon: float) -> float:
     # epsilon = 0 is legal: it is how SmoothAdv training reduces to Gaussian augmentation
-    try:
-        value = float(epsilon)
-    except (TypeError, ValueError):
-        raise ValueError(f"epsilon must be a number >= 0, got {epsilon!r}") from None
-    if not (value >= 0.0) or math.isinf(value):
-        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    return value
+    return check_nonneg_float(epsilon, "epsilon")
 
 
 def _check_clip(clip) -> tuple[float, float] | None:

@@ -18,12 +18,11 @@ of the authors' public scripts and the original papers as we read them, in each 
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch.nn import functional as F
 
-from rsbook._checks import check_positive_float, check_positive_int
+from rsbook._checks import check_nonneg_float, check_positive_float, check_positive_int
 from rsbook.noise import Noise, make_noise
 from rsbook.train import Objective, ObjectiveOutput, noisy_copies, register_objective
 
@@ -31,13 +30,7 @@ __all__ = ["Consistency", "MACER", "Stability", "consistency_terms", "macer_term
 
 
 def _nonneg(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (v >= 0.0) or math.isinf(v):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
+    return check_nonneg_float(value, name)
 
 
 def consistency_terms(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +177,7 @@ class Stability(Objective):
         self.lbd = _nonneg(lbd, "lbd")
 
     def __call__(self, model, x, y):
-        b, m = x.shape[0], self.num_noise
+        m = self.num_noise
         inputs, targets, _ = noisy_copies(x, y, self.noise, m)
         # two passes, as the authors run it: BatchNorm sees clean and noisy batches separately
         clean, noisy = model(x), model(inputs)

@@ -368,7 +368,7 @@ def read_trace(path: str | os.PathLike):
     return frame.drop_duplicates(["epoch", "index"], keep="last").reset_index(drop=True)
 
 
-def table_from_logs(folder: str | os.PathLike, logs: dict, radii) -> "pd.DataFrame":
+def table_from_logs(folder: str | os.PathLike, logs: dict, radii) -> "pandas.DataFrame":
     """Rebuild a Table 1 / 2 of the paper from certification logs in the reference format.
 
     ``logs`` maps ``sigma -> {method: path relative to folder}`` (or ``method -> path`` for

@@ -235,6 +235,15 @@ def _cmd_plan(a):
     print(json.dumps(plan.to_dict(), indent=1) if a.json else plan)
 
 
+def _notebook_arguments(parser) -> None:
+    """A notebook and its parameters: a preset or a YAML file, then ``-p KEY=VALUE`` overrides."""
+    parser.add_argument("notebook")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--preset")
+    group.add_argument("--params", help="YAML file of parameters")
+    parser.add_argument("-p", action="append", metavar="KEY=VALUE", help="override one parameter (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsbook", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -302,11 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.set_defaults(func=_cmd_analyze)
 
     r = sub.add_parser("run", help="run a notebook with papermill from a preset or a YAML parameter file")
-    r.add_argument("notebook")
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--preset")
-    g.add_argument("--params", help="YAML file of parameters")
-    r.add_argument("-p", action="append", metavar="KEY=VALUE", help="override one parameter (repeatable)")
+    _notebook_arguments(r)
     r.add_argument("--run-dir")
     r.add_argument("--kernel", default="python3")
     r.set_defaults(func=_cmd_run)
@@ -330,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_benchmark)
 
     tc = sub.add_parser("train-config", help="train one experiment-helper run from its launch.json (used under "
-                                             "torchrun by rsbook.experiment.train_run_gpus)")
+                                             "torchrun by rsbook.experiment.train_run(gpus=N))")
     tc.add_argument("spec")
     tc.set_defaults(func=_cmd_train_config)
 
@@ -345,11 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
 
     pl = sub.add_parser("plan", help="what a notebook preset will train and certify, and how long it will take")
-    pl.add_argument("notebook")
-    g = pl.add_mutually_exclusive_group()
-    g.add_argument("--preset")
-    g.add_argument("--params", help="YAML file of parameters")
-    pl.add_argument("-p", action="append", metavar="KEY=VALUE", help="override one parameter (repeatable)")
+    _notebook_arguments(pl)
     pl.add_argument("--device", help="device to calibrate on (default: cuda if available)")
     pl.add_argument("--no-calibration", action="store_true", help="counts only, no timing")
     pl.add_argument("--calibration-seconds", type=float, default=2.0)

@@ -34,7 +34,7 @@ import torch
 
 from rsbook.utils import training_seed
 
-__all__ = ["TrainConfig", "TrainedRun", "run_key", "train_run", "expand_grid", "shard_configs", "settings_hash",
+__all__ = ["TrainConfig", "TrainedRun", "run_key", "train_run", "train_from_spec", "expand_grid", "shard_configs", "settings_hash",
            "resolve_device"]
 
 #: bump when the meaning of a saved run changes, so old folders are not reused
@@ -124,6 +124,20 @@ def _noise(config: TrainConfig, dim: int | None = None):
     return noise_module.make_noise_family(family, config.sigma, dim=dim, **spec)
 
 
+def _dataset_id(dataset) -> str:
+    """A stable name for a dataset object: its type, length and a digest of a few of its examples.
+
+    (``repr`` would hold a memory address, so a rerun would never find its own log.)
+    """
+    n = len(dataset)
+    h = hashlib.sha1(f"{type(dataset).__name__}:{n}".encode())
+    for i in sorted({0, n // 2, n - 1}) if n else ():
+        x, y = dataset[i]
+        h.update(torch.as_tensor(x).detach().cpu().contiguous().numpy().tobytes())
+        h.update(str(int(y)).encode())
+    return f"{type(dataset).__name__}[{n}]:{h.hexdigest()[:10]}"
+
+
 @dataclass
 class TrainedRun:
     """A trained model, the folder that holds it, and what it was trained with."""
@@ -154,14 +168,16 @@ class TrainedRun:
     def certify(self, dataset=None, *, n0: int, n: int, alpha: float, skip: int = 1, max_examples: int | None = None,
                 batch_size: int = 1000, noise=None, certifier: str = "certify",
                 certifier_args: Mapping[str, Any] | None = None, seed: int = 0, shard=None, name: str | None = None,
-                progress: bool = True) -> Path:
+                precision: str = "float32", channels_last: bool = False, progress: bool = True) -> Path:
         """Certify the test set (or ``dataset``) into a log in this run's folder; returns its path.
 
         ``noise`` defaults to the training noise (a :class:`~rsbook.noise.Noise` or a float
         sigma certifies this model under another distribution). ``certifier`` names an
         entry of :data:`rsbook.certify.CERTIFIERS` and ``certifier_args`` its options. The
         log's name hashes all of these, so changing any of them starts a new log, while
-        rerunning the same call resumes the old one.
+        rerunning the same call resumes the old one. ``precision`` (``float32``, ``bfloat16``,
+        ``float16``) and ``channels_last`` go to :class:`~rsbook.smooth.Smooth`; a lower
+        precision certifies the classifier *as run* in that precision, so it is part of the key.
         """
         from rsbook.certify import CERTIFIERS, certify_dataset, parse_shard
         from rsbook.data import dataset_info
@@ -175,7 +191,9 @@ class TrainedRun:
         data = self.test_set() if dataset is None else dataset
         settings = {"certifier": certifier, "certifier_args": certifier_args, "noise": repr(noise), "n0": n0,
                     "n": n, "alpha": alpha, "skip": skip, "max_examples": max_examples, "seed": seed,
-                    "dataset": "test" if dataset is None else repr(dataset), "format": FORMAT}
+                    "dataset": "test" if dataset is None else _dataset_id(dataset), "format": FORMAT}
+        if precision != "float32":
+            settings["precision"] = precision
         stem = f"{name or certifier}-n{n}-{_digest(settings)}"
         shard = parse_shard(shard)
         if shard is not None:
@@ -183,7 +201,7 @@ class TrainedRun:
         out = self.dir / f"{stem}.tsv"
         (self.dir / f"{stem}.json").write_text(json.dumps(settings, indent=1, sort_keys=True, default=str))
         smooth = Smooth(self.model, dataset_info(self.config.dataset).num_classes, noise, seed=seed,
-                        device=self.device)
+                        device=self.device, precision=precision, channels_last=channels_last)
 
         def certify_fn(x):
             return fn(smooth, x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, **certifier_args)
@@ -193,26 +211,18 @@ class TrainedRun:
                                extra_columns=extra_columns, progress=progress)
 
 
-def train_run(config: TrainConfig, root: str | os.PathLike, *, device: str | torch.device | None = "auto",
-              data_root: str | None = None, workers: int = 0, progress: bool = True) -> TrainedRun:
-    """Train ``config`` into ``<root>/<run_key(config)>/`` (or resume / load it); returns the :class:`TrainedRun`.
+def _fit_config(config: TrainConfig, folder: Path, device: torch.device, data_root, workers: int,
+                progress: bool) -> tuple[torch.nn.Module, list[dict]]:
+    """Build the data, initial network and objective of ``config`` and run ``fit`` on ``folder/model.pth``.
 
     The initial weights are drawn from ``training_seed(config.seed)``, whatever ran before,
-    so every configuration with the same seed starts from the same network.
+    so every configuration with the same seed starts from the same network. Under torchrun
+    every rank calls this; ``fit`` makes rank 0 the only writer.
     """
     from rsbook.data import dataset_info, get_dataset
     from rsbook.models import get_model
     from rsbook.train import fit, make_objective
 
-    device = resolve_device(device)
-    key = run_key(config)
-    folder = Path(root) / key
-    folder.mkdir(parents=True, exist_ok=True)
-    saved = {**config.to_dict(), "effective_seed": training_seed(config.seed), "format": FORMAT}
-    config_file = folder / "config.json"
-    if config_file.exists() and json.loads(config_file.read_text()) != saved:
-        raise RuntimeError(f"{config_file} holds another configuration under the same key; delete {folder}")
-    config_file.write_text(json.dumps(saved, indent=1, sort_keys=True))
     train_set = get_dataset(config.dataset, "train", root=data_root)
     torch.manual_seed(training_seed(config.seed))
     model = get_model(config.arch, config.dataset)
@@ -224,6 +234,38 @@ def train_run(config: TrainConfig, root: str | os.PathLike, *, device: str | tor
                   label_smoothing=config.label_smoothing, batch_counts=config.batch_counts,
                   checkpoint=folder / "model.pth", arch=config.arch, dataset=config.dataset, device=device,
                   seed=config.seed, num_workers=workers, progress=progress)
+    return model, history
+
+
+def train_run(config: TrainConfig, root: str | os.PathLike, *, gpus: int = 1,
+              device: str | torch.device | None = "auto", data_root: str | None = None, workers: int = 0,
+              progress: bool = True) -> TrainedRun:
+    """Train ``config`` into ``<root>/<run_key(config)>/`` (or resume / load it); returns the :class:`TrainedRun`.
+
+    With ``gpus > 1`` (a notebook's ``gpus`` parameter) training runs under ``torchrun`` on
+    that many processes (DistributedDataParallel, :mod:`rsbook.distributed`) through
+    ``python -m rsbook train-config <run>/launch.json``; this process then loads the
+    finished checkpoint (nothing is retrained). An interrupted run resumes either way.
+    """
+    device = resolve_device(device)
+    key = run_key(config)
+    folder = Path(root) / key
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {**config.to_dict(), "effective_seed": training_seed(config.seed), "format": FORMAT}
+    config_file = folder / "config.json"
+    if config_file.exists() and json.loads(config_file.read_text()) != saved:
+        raise RuntimeError(f"{config_file} holds another configuration under the same key; delete {folder}")
+    config_file.write_text(json.dumps(saved, indent=1, sort_keys=True))
+    if gpus is not None and int(gpus) > 1:
+        import subprocess
+
+        from rsbook.distributed import torchrun_command
+
+        spec = folder / "launch.json"
+        spec.write_text(json.dumps({"config": config.to_dict(), "root": str(root), "device": str(device),
+                                    "data_root": data_root, "workers": workers, "progress": progress}, indent=1))
+        subprocess.run(torchrun_command(int(gpus), ["train-config", str(spec)]), check=True)
+    model, history = _fit_config(config, folder, device, data_root, workers, progress)
     model.to(device).eval()
     return TrainedRun(config, key, folder, model, history, device, data_root)
 
@@ -259,55 +301,12 @@ def shard_configs(configs: Sequence[TrainConfig], shard) -> list[TrainConfig]:
     return list(configs)[i::k]
 
 
-# --------------------------------------------------------------------------- several GPUs (issue 12)
-def train_run_gpus(config: TrainConfig, root: str | os.PathLike, gpus: int = 1, *,
-                   device: str | torch.device | None = "auto", data_root: str | None = None, workers: int = 0,
-                   progress: bool = True) -> TrainedRun:
-    """:func:`train_run`, on ``gpus`` processes when ``gpus > 1`` (a notebook's ``gpus`` parameter).
-
-    With ``gpus > 1`` the run is trained by ``torchrun`` (DistributedDataParallel, see
-    :mod:`rsbook.distributed`) in ``python -m rsbook train-config <run>/launch.json``, then
-    :func:`train_run` loads the finished checkpoint in this process (nothing is retrained).
-    An interrupted launch resumes like any run.
-    """
-    if gpus is None or int(gpus) <= 1:
-        return train_run(config, root, device=device, data_root=data_root, workers=workers, progress=progress)
-    import subprocess
-
-    from rsbook.distributed import torchrun_command
-
-    folder = Path(root) / run_key(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = folder / "launch.json"
-    spec.write_text(json.dumps({"config": config.to_dict(), "root": str(root), "device": str(device),
-                                "data_root": data_root, "workers": workers, "progress": progress}, indent=1))
-    subprocess.run(torchrun_command(gpus, ["train-config", str(spec)]), check=True)
-    return train_run(config, root, device=device, data_root=data_root, workers=workers, progress=progress)
-
-
 def train_from_spec(spec_path: str | os.PathLike) -> None:
-    """One rank's share of :func:`train_run_gpus` (run under torchrun by ``rsbook train-config``).
+    """One rank's share of ``train_run(..., gpus=N)`` (run under torchrun by ``rsbook train-config``).
 
-    Builds the model and objective exactly as :func:`train_run` does and calls ``fit`` on the
-    run's checkpoint; ``config.json`` is left to the launching process (ranks writing it at
-    once would race).
+    ``config.json`` is left to the launching process (ranks writing it at once would race).
     """
-    from rsbook.data import dataset_info, get_dataset
-    from rsbook.models import get_model
-    from rsbook.train import fit, make_objective
-
     spec = json.loads(Path(spec_path).read_text())
     config = TrainConfig(**spec["config"])
-    folder = Path(spec["root"]) / run_key(config)
-    train_set = get_dataset(config.dataset, "train", root=spec["data_root"])
-    torch.manual_seed(training_seed(config.seed))
-    model = get_model(config.arch, config.dataset)
-    noise = _noise(config, dim=dataset_info(config.dataset).input_numel)
-    objective = make_objective(config.objective, noise, config.num_noise, **dict(config.objective_args))
-    fit(model, train_set, objective, config.epochs, batch_size=config.batch_size, lr=config.lr,
-        momentum=config.momentum, weight_decay=config.weight_decay, schedule=config.schedule,
-        step_size=config.step_size, gamma=config.gamma, warmup_epochs=config.warmup_epochs,
-        label_smoothing=config.label_smoothing, batch_counts=config.batch_counts,
-        checkpoint=folder / "model.pth", arch=config.arch, dataset=config.dataset,
-        device=resolve_device(spec["device"]), seed=config.seed, num_workers=spec["workers"],
-        progress=spec["progress"])
+    _fit_config(config, Path(spec["root"]) / run_key(config), resolve_device(spec["device"]), spec["data_root"],
+                spec["workers"], spec["progress"])

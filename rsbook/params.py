@@ -197,29 +197,42 @@ def check_parameters(namespace: Mapping[str, Any], extra: Mapping[str, Rule] | N
             rule(name, namespace[name])
 
 
-def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
-    """The notebook's ``parameters`` cell as ``{name: default value}``, parsed as papermill does.
+class _Expression(str):
+    """A parameter default that is an expression we could not evaluate: any type is accepted for it."""
 
-    A default that is not a Python literal (an expression) is returned as its source text.
+
+def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
+    """The notebook's ``parameters`` cell as ``{name: default value}``.
+
+    The cell is parsed with Python's own parser (papermill's line-by-line inspection drops
+    lines it cannot read, e.g. a comment holding ``=``). A literal default is returned as its
+    value; an arithmetic expression such as ``[0.5 / 255, 1 / 255]`` is evaluated without
+    builtins; anything else is returned as an :class:`_Expression` (its source text).
     """
     import nbformat
-    from papermill.translators import PythonTranslator
 
     nb = nbformat.read(str(notebook), as_version=4)
     cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         raise ValueError(f"{os.path.basename(str(notebook))} has no cell tagged 'parameters'")
     out = {}
-    for param in PythonTranslator.inspect(cell):
+    for node in ast.parse(cell.source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        source = ast.get_source_segment(cell.source, node.value)
         try:
-            out[param.name] = ast.literal_eval(param.default)
-        except (ValueError, SyntaxError):
-            out[param.name] = param.default
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            try:
+                out[node.targets[0].id] = eval(compile(ast.Expression(node.value), "<parameters>", "eval"),
+                                               {"__builtins__": {}})
+            except Exception:  # noqa: BLE001 -- not evaluable here: accept any value for it
+                out[node.targets[0].id] = _Expression(source)
     return out
 
 
 def _type_family(value) -> str:
-    if value is None:
+    if value is None or isinstance(value, _Expression):
         return "none"
     if isinstance(value, bool):
         return "bool"

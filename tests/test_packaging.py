@@ -97,3 +97,17 @@ def test_every_preset_is_a_mapping_of_notebook_parameters():
         assert isinstance(values, dict)
         unknown = set(values) - names
         assert not unknown, f"{preset.name} sets parameters the notebook does not have: {unknown}"
+
+
+def test_every_preset_passes_the_runners_parameter_checks():
+    """`rsbook run --preset P` must not be refused: names, kinds and values of every preset are valid."""
+    from rsbook.params import check_overrides
+
+    failures = []
+    for preset in sorted((REPO / "notebooks" / "presets").glob("*/*.yaml")):
+        notebook = REPO / "notebooks" / f"{preset.parent.name}.ipynb"
+        try:
+            check_overrides(notebook, yaml.safe_load(preset.read_text()) or {})
+        except ValueError as err:
+            failures.append(f"{preset.parent.name}/{preset.name}: {err}")
+    assert not failures, "\n".join(failures)

@@ -112,6 +112,12 @@ def test_certification_logs_are_keyed_by_their_settings(tmp_path, monkeypatch):
     assert a not in others and len(others) == 4
     with pytest.raises(ValueError, match="valid choices"):
         run.certify(n0=10, n=50, alpha=0.01, certifier="magic")
+    # an explicitly passed dataset is named by its content, so a rerun (new object) resumes the same log
+    from rsbook.data import get_dataset
+
+    b = run.certify(get_dataset("toy2d", "test"), n0=10, n=50, alpha=0.01, max_examples=4, progress=False)
+    assert b == run.certify(get_dataset("toy2d", "test"), n0=10, n=50, alpha=0.01, max_examples=4, progress=False)
+    assert b != run.certify(get_dataset("toy2d", "train"), n0=10, n=50, alpha=0.01, max_examples=4, progress=False)
 
 
 def test_grid_expansion_and_sharding():
