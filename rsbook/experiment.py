@@ -34,7 +34,7 @@ import torch
 
 from rsbook.utils import training_seed
 
-__all__ = ["TrainConfig", "TrainedRun", "run_key", "train_run", "train_from_spec", "expand_grid", "shard_configs", "settings_hash",
+__all__ = ["TrainConfig", "TrainedRun", "run_key", "train_run", "train_from_spec", "checkpoint_run", "expand_grid", "shard_configs", "settings_hash",
            "resolve_device"]
 
 #: bump when the meaning of a saved run changes, so old folders are not reused
@@ -268,6 +268,27 @@ def train_run(config: TrainConfig, root: str | os.PathLike, *, gpus: int = 1,
     model, history = _fit_config(config, folder, device, data_root, workers, progress)
     model.to(device).eval()
     return TrainedRun(config, key, folder, model, history, device, data_root)
+
+
+def checkpoint_run(checkpoint: str | os.PathLike, root: str | os.PathLike, sigma: float, *,
+                   dataset: str | None = None, device: str | torch.device | None = "auto",
+                   data_root: str | None = None) -> TrainedRun:
+    """A given checkpoint (rsbook's or the authors' reference format) as a :class:`TrainedRun`.
+
+    Its logs go to ``<root>/checkpoint-<hash of the checkpoint's path>/``, so certifying the
+    same file again resumes. ``sigma`` is the noise it is certified under (a checkpoint does
+    not record it); ``dataset``, when given, must be the one the checkpoint was trained on.
+    """
+    from rsbook.models import load_checkpoint
+
+    device = resolve_device(device)
+    model, ckpt = load_checkpoint(checkpoint, map_location=device)
+    if dataset is not None and ckpt["dataset"] != dataset:
+        raise ValueError(f"checkpoint {checkpoint} was trained on {ckpt['dataset']!r}, not {dataset!r}")
+    folder = Path(root) / f"checkpoint-{_digest({'path': str(Path(checkpoint).resolve())})}"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(dataset=ckpt["dataset"], arch=ckpt["arch"], sigma=sigma)
+    return TrainedRun(config, folder.name, folder, model.to(device).eval(), [], device, data_root)
 
 
 def expand_grid(base: TrainConfig, grid: Mapping[str, Sequence]) -> list[TrainConfig]:

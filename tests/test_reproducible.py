@@ -219,3 +219,17 @@ def test_claims_detect_real_differences_and_refuse_noise(tmp_path):
     assert per_example_radius(wrong).tolist() == [1.0, 0.0]
     assert certified_at(wrong, 1.0).tolist() == [1.0, 0.0] and certified_at(wrong, 1.01).tolist() == [0.0, 0.0]
     assert binomial_se(1.0, 100) == pytest.approx(0.01)
+
+
+def test_a_given_checkpoint_becomes_a_resumable_run(tmp_path, monkeypatch):
+    from rsbook.experiment import checkpoint_run
+
+    monkeypatch.delenv("RSBOOK_SEED_OFFSET", raising=False)
+    trained = train_run(TrainConfig(**TINY), tmp_path / "train", device="cpu", progress=False)
+    run = checkpoint_run(trained.checkpoint, tmp_path / "given", 0.1, dataset="toy2d", device="cpu")
+    assert torch.equal(_weights(run.model), _weights(trained.model)) and run.config.arch == "toy_mlp"
+    log = run.certify(n0=10, n=50, alpha=0.01, max_examples=4, progress=False)
+    again = checkpoint_run(trained.checkpoint, tmp_path / "given", 0.1, device="cpu")
+    assert again.dir == run.dir and again.certify(n0=10, n=50, alpha=0.01, max_examples=4, progress=False) == log
+    with pytest.raises(ValueError, match="trained on 'toy2d', not 'digits'"):
+        checkpoint_run(trained.checkpoint, tmp_path / "given", 0.1, dataset="digits", device="cpu")
