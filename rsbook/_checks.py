@@ -56,3 +56,30 @@ def check_choice(value: str, choices: Iterable[str], name: str) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
     return value
+
+
+def check_options(fn, options, what: str, flag: str = "option", passed=(), extra=(), meanings=None) -> None:
+    """Refuse an option ``fn`` does not take, and name a required one that is missing.
+
+    ``options`` are the user's ``{name: value}`` (e.g. ``--objective-arg``); ``passed`` are the
+    parameters the caller supplies itself (``sigma``, ``n0``, ...), neither required of nor
+    allowed to the user; ``extra`` are further names ``fn`` accepts through ``**kwargs``
+    (e.g. the options of the attack an objective builds); ``meanings`` explains required
+    options in the error. ``what`` names the method ("objective 'smoothadv'") and ``flag``
+    the way the user gives options ("--objective-arg"), so the message speaks the caller's language.
+    """
+    import inspect
+
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.name not in ("self", "cls") and p.name not in passed
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [p.name for p in params] + [e for e in extra if e not in passed]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = ", ".join(sorted(set(accepted))) or "none"
+        raise ValueError(f"{what} takes no {flag} {', '.join(map(repr, unknown))}; the ones it takes: {takes}")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in options]
+    if missing:
+        meanings = meanings or {}
+        parts = [f"{flag} {m}=VALUE" + (f" ({meanings[m]})" if m in meanings else "") for m in missing]
+        raise ValueError(f"{what} needs " + " and ".join(parts))

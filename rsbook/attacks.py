@@ -54,7 +54,7 @@ from rsbook.certify import finished_rows, format_row
 from rsbook.utils import eval_mode, progress_bar
 
 __all__ = ["ESTIMATORS", "ATTACKS", "DDN_FALLBACKS", "AttackResult", "L2Attack", "SmoothAdvPGD", "SmoothAdvDDN",
-           "ExpectedLossPGD", "BasePGD", "SteinPGD", "make_attack", "attack_loss", "ascent_direction",
+           "ExpectedLossPGD", "BasePGD", "SteinPGD", "make_attack", "attack_options", "attack_loss", "ascent_direction",
            "smoothed_soft_probability", "empirical_robust_accuracy", "empirical_accuracy_curve",
            "l2_to_linf_radius", "linf_to_l2_radius", "linf_certified_accuracy"]
 
@@ -472,6 +472,22 @@ def make_attack(name: str, epsilon: float, steps: int, num_noise: int = 1, noise
     name = _ALIASES.get(name, name)
     check_choice(name, list(ATTACKS) + list(_ALIASES), "attack")
     return ATTACKS[name](epsilon, steps, num_noise, noise, **kwargs)
+
+
+def attack_options(name: str) -> tuple[str, ...]:
+    """The options of attack ``name`` beyond those its user sets itself (``epsilon, steps, num_noise, noise``).
+
+    An objective that builds an attack from its own ``**kwargs`` reports these as the options
+    it accepts (:meth:`rsbook.train.Objective.forwarded_options`). An unknown name gives none:
+    the objective's own check then names the bad attack.
+    """
+    import inspect
+
+    cls = ATTACKS.get(_ALIASES.get(name, name))
+    if cls is None:
+        return ()
+    own = ("self", "epsilon", "steps", "num_noise", "noise")
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in own)
 
 
 # ---------------------------------------------------------------------------- evaluation

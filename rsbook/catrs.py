@@ -216,6 +216,14 @@ class CATRS(Objective):
     name = "catrs"
     uses_index = True
 
+    @classmethod
+    def missing_options(cls, options):
+        if options.get("targets", "teacher") != "teacher" or any(
+                options.get(k) is not None for k in ("target_table", "teacher_checkpoint", "teacher_cache")):
+            return {}
+        return {"teacher_checkpoint": "a Gaussian-trained checkpoint whose smoothed predictions are the soft "
+                                      "targets y_hat", "targets": "'self' to use the model's own predictions"}
+
     def __init__(self, sigma: float | Noise, num_noise: int = 4, epsilon: float = 1.0, steps: int = 4,
                  lbd: float = 1.0, targets: str = "teacher", confidence: str = "model",
                  target_table: torch.Tensor | np.ndarray | None = None,

@@ -21,7 +21,7 @@ from rsbook._checks import check_alpha, check_positive_int
 from rsbook.smooth import Certificate, Smooth
 from rsbook.utils import progress_bar
 
-__all__ = ["LOG_COLUMNS", "CERTIFIERS", "register_certifier", "certify_dataset", "merge_logs", "select_indices", "parse_shard", "finished_rows",
+__all__ = ["LOG_COLUMNS", "CERTIFIERS", "register_certifier", "check_certifier_options", "certify_dataset", "merge_logs", "select_indices", "parse_shard", "finished_rows",
            "format_row"]
 
 LOG_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "count", "n", "p_lower", "n0")
@@ -41,6 +41,18 @@ def register_certifier(name: str, extra_columns: Iterable[str] = ()):
         return fn
 
     return register
+
+
+#: what every certifier is given by :func:`certify_dataset`'s caller (not user options)
+CERTIFIER_ARGUMENTS = ("smooth", "x", "n0", "n", "alpha", "batch_size")
+
+
+def check_certifier_options(name: str, options: dict, option_flag: str = "option") -> None:
+    """Refuse options the registered certifier ``name`` does not take (``ValueError`` listing the ones it does)."""
+    from rsbook._checks import check_choice, check_options
+
+    check_choice(name, CERTIFIERS, "certifier")
+    check_options(CERTIFIERS[name][0], options, f"certifier {name!r}", option_flag, passed=CERTIFIER_ARGUMENTS)
 
 
 @register_certifier("certify")

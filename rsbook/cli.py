@@ -19,7 +19,8 @@ def _cmd_train(a):
 
     seed_everything(a.seed, threads=None)
     model = get_model(a.arch, a.dataset)
-    objective = make_objective(a.objective, a.sigma, a.num_noise, **parse_overrides(a.objective_arg))
+    objective = make_objective(a.objective, a.sigma, a.num_noise, option_flag="--objective-arg",
+                               **parse_overrides(a.objective_arg))
     train_set = get_dataset(a.dataset, "train", root=a.data_root, download=a.download)
     history = fit(model, train_set, objective, a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
                   weight_decay=a.weight_decay, schedule=a.schedule, step_size=a.step_size, gamma=a.gamma,
@@ -45,7 +46,7 @@ def _cmd_train_config(a):
 
 
 def _cmd_certify(a):
-    from rsbook.certify import certify_dataset
+    from rsbook.certify import certify_dataset, check_certifier_options
     from rsbook.data import dataset_info, get_dataset
     from rsbook.models import load_checkpoint
     from rsbook.runner import parse_overrides
@@ -54,6 +55,9 @@ def _cmd_certify(a):
 
     device = a.device or default_device()
     shard = resolve_shard(a.shard)
+    fn, extra_columns = _certifier(a.certifier)
+    options = parse_overrides(a.certifier_arg)
+    check_certifier_options(a.certifier, options, "--certifier-arg")
     model, ckpt = load_checkpoint(a.checkpoint, map_location=device, normalization=a.normalization)
     model.to(device).eval()
     dataset = a.dataset or ckpt["dataset"]
@@ -63,12 +67,9 @@ def _cmd_certify(a):
         from rsbook.noise import make_noise_family
 
         noise = make_noise_family(a.noise, a.sigma, dim=dataset_info(dataset).input_numel,
-                                  **parse_overrides(a.noise_arg))
+                                  option_flag="--noise-arg", **parse_overrides(a.noise_arg))
     smooth = Smooth(model, dataset_info(dataset).num_classes, noise, device=device, precision=a.precision,
                     channels_last=a.channels_last, compile=a.compile)
-    fn, extra_columns = _certifier(a.certifier)
-    options = parse_overrides(a.certifier_arg)
-
     def certify_fn(x):
         return fn(smooth, x, n0=a.n0, n=a.n, alpha=a.alpha, batch_size=a.batch_size, **options)
 
@@ -94,8 +95,9 @@ def _cmd_analyze(a):
 def _cmd_run(a):
     from rsbook.runner import parse_overrides, run_notebook
 
-    print(run_notebook(a.notebook, preset=a.preset, params_file=a.params, overrides=parse_overrides(a.p),
-                       run_dir=a.run_dir, kernel=a.kernel))
+    run_dir = run_notebook(a.notebook, preset=a.preset, params_file=a.params, overrides=parse_overrides(a.p),
+                           run_dir=a.run_dir, kernel=a.kernel)
+    print(f"done: {run_dir} (parameters.yaml, the executed {Path(a.notebook).name}, checkpoints, logs, figures)")
 
 
 def _cmd_benchmark(a):
@@ -252,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", required=True)
     t.add_argument("--arch", required=True)
     t.add_argument("--sigma", type=float, required=True)
-    t.add_argument("--objective", default="gaussian", help="gaussian | smoothadv (see rsbook.train.OBJECTIVES)")
+    t.add_argument("--objective", default="gaussian",
+                   help="training method, one of: " + ", ".join(_registered("objectives")))
     t.add_argument("--num-noise", type=int, default=1, help="noise draws per example (m_train)")
     t.add_argument("--objective-arg", action="append", metavar="KEY=VALUE",
                    help="extra objective argument, e.g. epsilon=0.5 (repeatable)")
@@ -292,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference precision of the base classifier (certificates hold for it as run)")
     c.add_argument("--channels-last", action="store_true", help="channels_last memory layout")
     c.add_argument("--compile", action="store_true", help="run the base classifier through torch.compile")
-    c.add_argument("--certifier", default="certify", help="a registered certifier (rsbook.certify.CERTIFIERS)")
+    c.add_argument("--certifier", default="certify",
+                   help="certification procedure, one of: " + ", ".join(_registered("certifiers")))
     c.add_argument("--certifier-arg", action="append", metavar="KEY=VALUE", help="certifier option (repeatable)")
     c.add_argument("--noise", default="gaussian", help="noise family (rsbook.noise.NOISE_FAMILIES) of scale --sigma")
     c.add_argument("--noise-arg", action="append", metavar="KEY=VALUE", help="noise family option, e.g. k=10")
@@ -359,11 +363,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _registered(kind: str) -> list[str]:
+    """Names in the objective or certifier registry, with every paper module imported (they register there)."""
+    import importlib
+    import pkgutil
+
+    import rsbook
+
+    for info in pkgutil.iter_modules(rsbook.__path__):
+        if info.name not in ("__main__", "cli"):
+            importlib.import_module(f"rsbook.{info.name}")
+    if kind == "objectives":
+        from rsbook.train import OBJECTIVES
+
+        return sorted(OBJECTIVES)
+    from rsbook.certify import CERTIFIERS
+
+    return sorted(CERTIFIERS)
+
+
+#: how each subcommand lets its user point at the data, for the messages of a missing dataset
+_DATA_OPTION = {"run": "pass -p data_root=DIR", "plan": "pass -p data_root=DIR"}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
     except (ValueError, FileNotFoundError) as err:
+        from rsbook.data import DatasetNotFound
+
+        if isinstance(err, DatasetNotFound):
+            err = err.message(root=_DATA_OPTION.get(args.command, "pass --data-root DIR"),
+                              download="pass --download (rsbook train)")
         print(f"rsbook {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from rsbook.runner import NotebookFailed
+
+        if not isinstance(err, NotebookFailed):
+            raise
+        print(f"rsbook {args.command}: failed: {err}", file=sys.stderr)
+        return 1
     return code or 0

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from rsbook._checks import check_choice
 
-__all__ = ["DATASETS", "DatasetInfo", "CIFAR10Batches", "dataset_info", "get_dataset",
+__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFound", "CIFAR10Batches", "dataset_info", "get_dataset",
            "CIFAR10C_CORRUPTIONS", "CIFAR10C", "get_cifar10c"]
 
 SPLITS = ("train", "test")
@@ -142,6 +142,24 @@ class CIFAR10Batches(Dataset):
         return x, int(self.targets[i])
 
 
+class DatasetNotFound(FileNotFoundError):
+    """A dataset folder or file is missing. The message names the way to point at the data.
+
+    ``str(err)`` speaks to Python callers (``root=...``, ``download=True``);
+    :meth:`message` rewords it for another interface, e.g. the command line's
+    ``err.message(root="--data-root DIR", download="--download")`` or a notebook's
+    ``data_root``.
+    """
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.message())
+
+    def message(self, root: str = "pass root=...", download: str = "pass download=True") -> str:
+        # replace, not format: the folder names in the text may hold braces
+        return self.template.replace("{root}", root).replace("{download}", download)
+
+
 def _cifar10(split: str, root: Path, download: bool) -> Dataset:
     from torchvision import transforms
 
@@ -151,10 +169,10 @@ def _cifar10(split: str, root: Path, download: bool) -> Dataset:
 
         torchvision.datasets.CIFAR10(str(root), train=True, download=True)
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise DatasetNotFound(
             f"CIFAR-10 not found: expected the folder {folder} (the python version, "
-            f"cifar-10-python.tar.gz extracted). Put it there, set RSBOOK_DATA or pass root=..., "
-            "or pass download=True on a machine with internet.")
+            "cifar-10-python.tar.gz extracted). Put it there, set RSBOOK_DATA or {root}, "
+            "or {download} on a machine with internet.")
     tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]) \
         if split == "train" else None
     return CIFAR10Batches(folder, train=split == "train", transform=tf)
@@ -166,10 +184,10 @@ def _imagenet(split: str, root: Path) -> Dataset:
 
     folder = root / ("train" if split == "train" else "val")
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise DatasetNotFound(
             f"ImageNet not found: expected an ImageFolder tree at {folder} (one sub-folder per class, "
             f"e.g. {folder / 'n01440764'}/*.JPEG). Put the ILSVRC2012 {'train' if split == 'train' else 'val'} "
-            "images there, set RSBOOK_DATA or pass root=... (ImageNet cannot be downloaded automatically).")
+            "images there, set RSBOOK_DATA or {root} (ImageNet cannot be downloaded automatically).")
     if split == "train":
         tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
                                  transforms.ToTensor()])
@@ -201,10 +219,10 @@ class CIFAR10C(Dataset):
         path, labels_path = folder / f"{corruption}.npy", folder / "labels.npy"
         for p in (path, labels_path):
             if not p.exists():
-                raise FileNotFoundError(
+                raise DatasetNotFound(
                     f"CIFAR-10-C file missing: {p}. Expected the published CIFAR-10-C folder (one "
                     f"<corruption>.npy per corruption and labels.npy, from zenodo.org/record/2535967); "
-                    "set RSBOOK_DATA or pass root=...")
+                    "set RSBOOK_DATA or {root}")
         images = np.load(path, mmap_mode="r")
         labels = np.load(labels_path)
         if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8:

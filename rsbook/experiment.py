@@ -179,7 +179,7 @@ class TrainedRun:
         ``float16``) and ``channels_last`` go to :class:`~rsbook.smooth.Smooth`; a lower
         precision certifies the classifier *as run* in that precision, so it is part of the key.
         """
-        from rsbook.certify import CERTIFIERS, certify_dataset, parse_shard
+        from rsbook.certify import CERTIFIERS, check_certifier_options, certify_dataset, parse_shard
         from rsbook.data import dataset_info
         from rsbook.params import choice
         from rsbook.smooth import Smooth
@@ -187,6 +187,7 @@ class TrainedRun:
         choice(list(CERTIFIERS))("certifier", certifier)
         fn, extra_columns = CERTIFIERS[certifier]
         certifier_args = dict(certifier_args or {})
+        check_certifier_options(certifier, certifier_args, "certifier_args key")
         noise = self.training_noise() if noise is None else noise
         data = self.test_set() if dataset is None else dataset
         settings = {"certifier": certifier, "certifier_args": certifier_args, "noise": repr(noise), "n0": n0,
@@ -227,7 +228,8 @@ def _fit_config(config: TrainConfig, folder: Path, device: torch.device, data_ro
     torch.manual_seed(training_seed(config.seed))
     model = get_model(config.arch, config.dataset)
     noise = _noise(config, dim=dataset_info(config.dataset).input_numel)
-    objective = make_objective(config.objective, noise, config.num_noise, **dict(config.objective_args))
+    objective = make_objective(config.objective, noise, config.num_noise, option_flag="objective_args key",
+                               **dict(config.objective_args))
     history = fit(model, train_set, objective, config.epochs, batch_size=config.batch_size, lr=config.lr,
                   momentum=config.momentum, weight_decay=config.weight_decay, schedule=config.schedule,
                   step_size=config.step_size, gamma=config.gamma, warmup_epochs=config.warmup_epochs,

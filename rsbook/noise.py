@@ -294,24 +294,28 @@ class NormPowerGaussian(Noise):
 NOISE_FAMILIES = {"gaussian": Gaussian, "norm_power": NormPowerGaussian}
 
 
-def make_noise_family(name: str, sigma: float, dim: int | None = None, **kwargs) -> Noise:
+def make_noise_family(name: str, sigma: float, dim: int | None = None, option_flag: str = "setting",
+                      **kwargs) -> Noise:
     """The noise family ``name`` (see :data:`NOISE_FAMILIES`) at scale ``sigma``.
 
     ``"gaussian"`` takes no further settings. ``"norm_power"`` needs ``dim`` and ``k`` and
     accepts ``norm`` (``"l2"`` or ``"linf"``), ``matched=True`` (use
     :func:`matched_sigma` ``(sigma, k, dim)`` instead of ``sigma``: the paper's pairing with a
     model trained at Gaussian ``sigma``) and the l-inf certificate's settings of
-    :class:`NormPowerGaussian`.
+    :class:`NormPowerGaussian`. ``option_flag`` is how the caller names these settings in
+    its errors (the command line: ``"--noise-arg"``).
     """
     check_choice(name, NOISE_FAMILIES, "noise family")
     if name == "gaussian":
         if kwargs:
-            raise ValueError(f"the gaussian noise family takes no settings besides sigma, got {sorted(kwargs)}")
+            raise ValueError(f"the gaussian noise family takes no {option_flag} (its only setting is sigma), "
+                             f"got {', '.join(map(repr, sorted(kwargs)))}")
         return Gaussian(sigma)
     if dim is None:
         raise ValueError("the norm_power noise family needs dim (the number of input coordinates, C*H*W)")
     if "k" not in kwargs:
-        raise ValueError("the norm_power noise family needs k (the power of ||z||^-k), e.g. k=500 for CIFAR-10")
+        raise ValueError(f"the norm_power noise family needs k, the power of ||z||^-k (give {option_flag} "
+                         "k=VALUE; the paper: k=500 on CIFAR-10)")
     kwargs = dict(kwargs)
     k = kwargs.pop("k")
     if kwargs.pop("matched", False):
@@ -319,5 +323,6 @@ def make_noise_family(name: str, sigma: float, dim: int | None = None, **kwargs)
     allowed = ("norm", "linf_radii", "noise_samples", "noise_alpha", "noise_seed", "noise_device")
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown norm_power settings {unknown}; valid choices: k, matched, {', '.join(allowed)}")
+        raise ValueError(f"the norm_power noise family takes no {option_flag} {', '.join(map(repr, unknown))}; "
+                         f"the ones it takes: k, matched, {', '.join(allowed)}")
     return NormPowerGaussian(sigma, k, dim, **kwargs)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["check_parameters", "check_overrides", "notebook_parameters", "RULES", "positive_float",
            "nonneg_float", "positive_int", "nonneg_int", "integer", "alpha_value", "probability", "list_of",
-           "optional", "choice", "boolean", "string", "mapping"]
+           "optional", "one_or_list", "choice", "boolean", "string", "mapping", "Rule"]
 
 Rule = Callable[[str, Any], None]
 
@@ -92,12 +92,39 @@ def list_of(rule: Rule, allow_empty: bool = True) -> Rule:
     """A list whose every element passes ``rule`` (a bare scalar is refused: it is a common typo)."""
     def check(name, value):
         if not isinstance(value, (list, tuple)):
-            _fail(name, value, f"must be a list (e.g. [{value!r}]), got a {type(value).__name__}")
+            try:  # suggest the one-element list only when it would be accepted
+                rule(name, value)
+                hint = f"; for this one value write [{value!r}]"
+            except ValueError:
+                hint = ""
+            _fail(name, value, f"must be a list, got {_kind(value)}{hint}")
         if not allow_empty and not value:
             _fail(name, value, "must be a non-empty list")
         for i, item in enumerate(value):
             rule(f"{name}[{i}]", item)
     return check
+
+
+def one_or_list(rule: Rule, allow_empty: bool = True) -> Rule:
+    """One value passing ``rule``, or a list of such values (for parameters documented as "X or list")."""
+    as_list = list_of(rule, allow_empty)
+
+    def check(name, value):
+        if isinstance(value, (list, tuple)):
+            as_list(name, value)
+        else:
+            rule(name, value)
+    return check
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null (None)"
+    if isinstance(value, bool):
+        return "boolean"
+    if _is_number(value):
+        return "number"
+    return {str: "string", dict: "mapping"}.get(type(value), type(value).__name__)
 
 
 def optional(rule: Rule) -> Rule:
@@ -193,7 +220,7 @@ def check_parameters(namespace: Mapping[str, Any], extra: Mapping[str, Rule] | N
     """
     rules = {**RULES, **(extra or {})}
     for name, rule in rules.items():
-        if name in namespace:
+        if name in namespace and not isinstance(namespace[name], _Expression):
             rule(name, namespace[name])
 
 
@@ -246,13 +273,16 @@ def _type_family(value) -> str:
 
 
 def check_overrides(notebook: str | os.PathLike, overrides: Mapping[str, Any],
-                    ignore: Iterable[str] = ("out_dir",)) -> dict[str, Any]:
-    """Refuse unknown names and wrongly typed values for ``notebook``; return the merged parameters.
+                    ignore: Iterable[str] = ("out_dir",), extra: Mapping[str, Rule] | None = None) -> dict[str, Any]:
+    """Refuse unknown names and bad values for ``notebook``; return the merged parameters.
 
-    A parameter whose default is ``None`` accepts any type; otherwise the override must be of
-    the default's kind (number, bool, string, list, mapping); a number default also accepts
-    ``None`` only when its rule is optional (checked by :func:`check_parameters`).
+    ``extra`` are the chapter's own rules (:func:`rsbook.chapters.chapter_rules`), as its
+    validation cell passes them to :func:`check_parameters`. A parameter with a rule is
+    judged by its rule alone (so ``k_bar`` may be an int or a list, and ``radii`` may be
+    ``None`` where the chapter says so); one without a rule must be of its default's kind
+    (number, bool, string, list, mapping), any kind if its default is ``None``.
     """
+    ruled = {**RULES, **(extra or {})}
     defaults = notebook_parameters(notebook)
     valid = sorted(defaults)
     for name, value in overrides.items():
@@ -263,10 +293,12 @@ def check_overrides(notebook: str | os.PathLike, overrides: Mapping[str, Any],
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown parameter {name!r} for {os.path.basename(str(notebook))}{hint} "
                              f"valid names: {', '.join(valid)}")
+        if name in ruled:
+            continue
         want, got = _type_family(defaults[name]), _type_family(value)
         if want != "none" and got != want and not (got == "none" and want in ("number", "str")):
             raise ValueError(f"parameter {name}={value!r} has the wrong type: expected a {want} like the "
                              f"default {defaults[name]!r}, got a {got}")
     merged = {**defaults, **dict(overrides)}
-    check_parameters(merged)
+    check_parameters(merged, extra)
     return merged

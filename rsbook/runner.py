@@ -18,7 +18,11 @@ from typing import Mapping
 
 import yaml
 
-__all__ = ["list_presets", "load_parameters", "run_notebook", "parse_overrides"]
+__all__ = ["list_presets", "load_parameters", "run_notebook", "parse_overrides", "NotebookFailed"]
+
+
+class NotebookFailed(RuntimeError):
+    """A cell of the executed notebook raised; the message names the cell, the error and the saved notebook."""
 
 
 def _preset_dir(notebook: Path) -> Path:
@@ -82,9 +86,10 @@ def run_notebook(notebook: str | os.PathLike, preset: str | None = None, params_
     params = load_parameters(notebook, preset, params_file)
     params.update(overrides or {})
     # fail before any cell runs: unknown names (typos), wrong types, bad values
+    from rsbook.chapters import chapter_rules
     from rsbook.params import check_overrides
 
-    check_overrides(notebook, params)
+    check_overrides(notebook, params, extra=chapter_rules(notebook))
     label = preset or (Path(params_file).stem if params_file else "defaults")
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -98,9 +103,19 @@ def run_notebook(notebook: str | os.PathLike, preset: str | None = None, params_
     # the interpreter running rsbook, so a venv works without being activated.
     old_path = os.environ.get("PATH", "")
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + old_path
+    executed = run_dir / notebook.name
+    if progress:
+        print(f"rsbook run: {notebook.name} ({label}) into {run_dir}", flush=True)
     try:
-        papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), parameters=params,
-                                   kernel_name=kernel, cwd=str(notebook.parent), progress_bar=progress)
+        # the kernel's own start-up warnings (e.g. "running over TCP without encryption", about a
+        # local kernel papermill starts itself) say nothing to the user: the kernel logs errors only
+        papermill.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=kernel,
+                                   cwd=str(notebook.parent), progress_bar=progress,
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except papermill.PapermillExecutionError as err:
+        raise NotebookFailed(f"cell {err.exec_count} of {notebook.name} raised {err.ename}: "
+                             f"{str(err.evalue).splitlines()[0] if err.evalue else ''} -- the executed notebook, "
+                             f"with the full traceback, is {executed}") from None
     finally:
         os.environ["PATH"] = old_path
     return run_dir

@@ -48,6 +48,12 @@ class VanillaAdversarial(Objective):
 
     name = "vanilla_adv"
 
+    @classmethod
+    def forwarded_options(cls, options):
+        from rsbook.attacks import attack_options
+
+        return attack_options("base_pgd")
+
     def __init__(self, sigma, num_noise: int = 1, epsilon: float = 0.5, steps: int = 1, warmup_epochs: int = 0,
                  **attack_kwargs):
         from rsbook.attacks import BasePGD

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from rsbook._checks import check_choice, check_positive_float, check_positive_int
+from rsbook._checks import check_choice, check_options, check_positive_float, check_positive_int
 from rsbook.noise import Noise, make_noise
 from rsbook import distributed
 from rsbook.utils import progress_bar, training_seed
@@ -59,6 +59,18 @@ class Objective:
     num_noise = 1
     uses_index = False
     label_smoothing = 0.0
+    #: what each constructor option without a default means (quoted when it is missing)
+    option_help: dict[str, str] = {}
+
+    @classmethod
+    def forwarded_options(cls, options: dict) -> tuple[str, ...]:
+        """Names the constructor accepts through ``**kwargs`` given ``options`` (e.g. its attack's)."""
+        return ()
+
+    @classmethod
+    def missing_options(cls, options: dict) -> dict[str, str]:
+        """Options that ``options`` make necessary but leave out, ``{name: meaning}`` (checked before training)."""
+        return {}
 
     def prepare(self, model: nn.Module, train_set: Dataset, device: torch.device) -> None:
         """Called by :func:`fit` once before the first epoch (e.g. to precompute targets)."""
@@ -323,6 +335,14 @@ class SmoothAdv(Objective):
     """
 
     name = "smoothadv"
+    option_help = {"epsilon": "l2 radius of the training attack in [0, 1] pixel units; the paper's CIFAR-10 "
+                              "models use 0.25 to 2.0"}
+
+    @classmethod
+    def forwarded_options(cls, options):
+        from rsbook.attacks import attack_options
+
+        return attack_options(options.get("attack", "pgd"))
 
     def __init__(self, sigma: float | Noise, epsilon: float, steps: int = 1, num_noise: int = 1,
                  attack: str = "pgd", warmup_epochs: int = 0, **attack_kwargs):
@@ -358,14 +378,24 @@ class SmoothAdv(Objective):
         return ObjectiveOutput(self.cross_entropy(logits, targets), logits, targets)
 
 
-def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, **kwargs) -> Objective:
+def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, option_flag: str = "option",
+                   **kwargs) -> Objective:
     """The objective called ``name`` (see :data:`OBJECTIVES`) for noise ``sigma`` with ``num_noise`` draws.
 
     ``kwargs`` go to the objective, e.g. ``make_objective("smoothadv", 0.5, 2, epsilon=1.0, steps=2,
-    attack="ddn")``; with ``epsilon=0`` SmoothAdv is Gaussian augmentation.
+    attack="ddn")``; with ``epsilon=0`` SmoothAdv is Gaussian augmentation. An option the
+    objective does not take, or a required one left out, is a ``ValueError`` naming it as
+    ``option_flag`` (the command line passes ``"--objective-arg"``).
     """
     check_choice(name, OBJECTIVES, "objective")
-    return OBJECTIVES[name](sigma=sigma, num_noise=num_noise, **kwargs)
+    cls = OBJECTIVES[name]
+    check_options(cls.__init__, kwargs, f"objective {name!r}", option_flag, passed=("sigma", "num_noise"),
+                  extra=cls.forwarded_options(kwargs), meanings=cls.option_help)
+    missing = cls.missing_options(kwargs)
+    if missing:
+        raise ValueError(f"objective {name!r} needs " + " or ".join(
+            f"{option_flag} {m}=VALUE ({meaning})" for m, meaning in missing.items()))
+    return cls(sigma=sigma, num_noise=num_noise, **kwargs)
 
 
 from rsbook import baselines, catrs  # noqa: E402,F401 (register objectives)

@@ -1,6 +1,7 @@
 """The command line, end to end, including a full-scale notebook preset on a tiny CIFAR-10 fixture."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,60 @@ def test_certify_at_lower_precision_and_benchmark_command(tmp_path, capsys):
                  "--disagreement-inputs", "2", "--disagreement-n", "100"]) == 0
     out = capsys.readouterr().out
     assert "certify/raw" in out and "bfloat16" in out and "disagree vs fp32" in out
+
+
+def _train_args(tmp_path, objective, *extra):
+    return ["train", "--dataset", "toy2d", "--arch", "toy_mlp", "--sigma", "0.1", "--epochs", "1",
+            "--batch-size", "256", "--objective", objective, "--out", str(tmp_path / f"{objective}.pth"), *extra]
+
+
+def test_every_registered_objective_trains_or_names_the_option_it_needs(tmp_path, capsys):
+    """Only the required options: train, or a one-line error naming the missing --objective-arg and its meaning."""
+    from rsbook.train import OBJECTIVES
+
+    outcomes = {}
+    for name in sorted(OBJECTIVES):
+        code = main(_train_args(tmp_path, name))
+        err = capsys.readouterr().err.strip()
+        outcomes[name] = code
+        if code != 0:
+            assert code == 2 and len(err.splitlines()) == 1, (name, err)
+            assert re.search(r"needs --objective-arg \w+=VALUE \(.{10,}\)", err), (name, err)
+    assert outcomes["smoothadv"] == 2 and outcomes["catrs"] == 2 and outcomes["gaussian"] == 0
+    # the options the errors name are enough
+    assert main(_train_args(tmp_path, "smoothadv", "--objective-arg", "epsilon=0.1")) == 0
+    assert main(_train_args(tmp_path, "catrs", "--objective-arg", "targets=self")) == 0
+
+
+def test_an_option_the_method_does_not_take_is_refused_with_the_ones_it_takes(tmp_path, capsys):
+    from rsbook.train import OBJECTIVES
+
+    for name in sorted(OBJECTIVES):
+        assert main(_train_args(tmp_path, name, "--objective-arg", "bogus=1")) == 2
+        err = capsys.readouterr().err
+        assert f"objective '{name}' takes no --objective-arg 'bogus'; the ones it takes:" in err, err
+    assert main(_train_args(tmp_path, "smoothadv", "--objective-arg", "epsilon=0.1", "--objective-arg", "chunk=2",
+                            "--objective-arg", "bogus=1")) == 2
+    assert "attack, chunk, clip, epsilon, step_size, steps, warmup_epochs" in capsys.readouterr().err
+    ckpt = tmp_path / "gaussian.pth"
+    assert main(_train_args(tmp_path, "gaussian")) == 0
+    certify = ["certify", "--checkpoint", str(ckpt), "--sigma", "0.1", "--n0", "10", "--n", "50", "--max", "2",
+               "--out", str(tmp_path / "c.tsv")]
+    capsys.readouterr()
+    assert main(certify + ["--certifier-arg", "grid=5"]) == 2
+    assert "certifier 'certify' takes no --certifier-arg 'grid'; the ones it takes: none" in capsys.readouterr().err
+    assert main(certify + ["--certifier", "t_certify", "--certifier-arg", "gird=5"]) == 2
+    assert "the ones it takes: combine, grid, variant" in capsys.readouterr().err
+    assert main(certify + ["--certifier", "t_certify", "--certifier-arg", "grid=5"]) == 0
+    assert main(certify + ["--noise-arg", "k=3"]) == 2
+    assert "gaussian noise family takes no --noise-arg" in capsys.readouterr().err
+    assert main(certify + ["--noise", "norm_power", "--noise-arg", "power=2", "--noise-arg", "k=1"]) == 2
+    assert "takes no --noise-arg 'power'; the ones it takes: k, matched" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "c.tsv")]) == 0
+
+
+def test_a_missing_dataset_names_the_command_line_option(tmp_path, capsys):
+    assert main(["train", "--dataset", "cifar10", "--arch", "cifar_resnet20", "--sigma", "0.25", "--epochs", "1",
+                 "--out", str(tmp_path / "m.pth"), "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --data-root DIR" in err and "root=" not in err and "download=True" not in err

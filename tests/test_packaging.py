@@ -101,13 +101,14 @@ def test_every_preset_is_a_mapping_of_notebook_parameters():
 
 def test_every_preset_passes_the_runners_parameter_checks():
     """`rsbook run --preset P` must not be refused: names, kinds and values of every preset are valid."""
+    from rsbook.chapters import chapter_rules
     from rsbook.params import check_overrides
 
     failures = []
     for preset in sorted((REPO / "notebooks" / "presets").glob("*/*.yaml")):
         notebook = REPO / "notebooks" / f"{preset.parent.name}.ipynb"
         try:
-            check_overrides(notebook, yaml.safe_load(preset.read_text()) or {})
+            check_overrides(notebook, yaml.safe_load(preset.read_text()) or {}, extra=chapter_rules(notebook))
         except ValueError as err:
             failures.append(f"{preset.parent.name}/{preset.name}: {err}")
     assert not failures, "\n".join(failures)

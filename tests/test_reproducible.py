@@ -161,7 +161,7 @@ def test_runner_rejects_typos_and_wrong_types_before_running_a_cell(tmp_path):
     nb = _parameter_notebook(tmp_path)
     with pytest.raises(ValueError, match="unknown parameter 'sigmaz'.*did you mean 'sigmas'"):
         run_notebook(nb, overrides={"sigmaz": 0.5}, run_dir=tmp_path / "run")
-    with pytest.raises(ValueError, match="sigmas=-1 has the wrong type: expected a list"):
+    with pytest.raises(ValueError, match="sigmas=-1 is invalid: must be a list, got number"):
         run_notebook(nb, overrides={"sigmas": -1}, run_dir=tmp_path / "run")
     with pytest.raises(ValueError, match="alpha=2"):
         run_notebook(nb, overrides={"alpha": 2}, run_dir=tmp_path / "run")

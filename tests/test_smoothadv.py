@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import nbformat
 import pytest
 import torch
 from scipy.stats import binom
@@ -280,8 +281,22 @@ def test_notebook_runs_on_tiny_cifar_fixture(tmp_path):
            "-p", f"data_root={root}", "--run-dir", str(run_dir)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    output = run_dir / "02_smoothadv.ipynb"
-    assert output.exists()
+    # the console: where the run goes, progress, where it went; no kernel chatter
+    console = proc.stdout + proc.stderr
+    assert f"into {run_dir}" in proc.stdout and f"done: {run_dir}" in proc.stdout, proc.stdout
+    assert "Executing" in proc.stderr and "100%" in proc.stderr
+    assert "Kernel is running over TCP" not in console and "WARNING" not in console, console[-2000:]
+    # the run folder: the parameters used, the executed notebook, the logs
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "parameters.yaml").read_text())
+    assert saved["preset"] == "tiny" and saved["notebook"] == str(notebook)
+    assert saved["parameters"]["data_root"] == str(root) and saved["parameters"]["out_dir"] == str(run_dir)
+    assert saved["parameters"]["dataset"] == "cifar10" and saved["parameters"]["check_claims"] is False
+    executed = nbformat.read(str(run_dir / "02_smoothadv.ipynb"), as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and f"data_root = {str(root)!r}" in injected[0].source.replace('"', "'")
+    assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     logs = sorted(run_dir.rglob("certify-*.tsv"))
     assert logs, f"no certification log under {run_dir}"
     frame = read_log(logs[0])
