@@ -39,23 +39,45 @@ def _parse_time(value) -> float:
 
 
 def read_log(path: str | os.PathLike) -> pd.DataFrame:
-    """A certification log (tab-separated, header row) as a DataFrame; ``time`` in float seconds."""
+    """A certification log (tab-separated, header row) as a DataFrame; ``time`` in float seconds.
+
+    A last line without its newline is what a log looks like while certify is still writing
+    it: it is left out, with a warning (certify's own resume truncates it the same way).
+    A log that lists an index twice is refused, as :func:`rsbook.certify.merge_logs` refuses it.
+    """
+    import io
+    import warnings
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"certification log not found: {path}")
-    frame = pd.read_csv(path, sep="\t", dtype={"time": str} if _has_time(path) else None)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a certification log (give the .tsv files in it)")
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        complete = text[: text.rfind("\n") + 1]
+        if complete:  # a header alone, half-written, is not a log at all (caught below)
+            warnings.warn(f"{path}: ignoring its last line, which has no newline yet (still being written?): "
+                          f"{text[len(complete):][:60]!r}", stacklevel=2)
+            text = complete
+    if not text.strip():
+        raise ValueError(f"{path} is empty, not a certification log")
+    frame = pd.read_csv(io.StringIO(text), sep="\t", dtype={"time": str} if _has_time(text) else None)
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a certification log: missing columns {missing} "
                          f"(expected at least {list(_REQUIRED)})")
+    repeated = frame["idx"][frame["idx"].duplicated()]
+    if len(repeated):
+        raise ValueError(f"{path} lists index {int(repeated.iloc[0])} more than once ({len(repeated)} repeated "
+                         "rows): rows of two runs appended to one file? Certify into separate files and merge them")
     if "time" in frame.columns:
         frame["time"] = frame["time"].map(_parse_time)
     return frame
 
 
-def _has_time(path: Path) -> bool:
-    with open(path) as fh:
-        return "time" in fh.readline().rstrip("\n").split("\t")
+def _has_time(text: str) -> bool:
+    return "time" in text.split("\n", 1)[0].split("\t")
 
 
 def _frame(log) -> pd.DataFrame:

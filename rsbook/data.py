@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from rsbook._checks import check_choice
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFound", "CIFAR10Batches", "dataset_info", "get_dataset",
+__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFound", "check_dataset_present", "CIFAR10Batches", "dataset_info", "get_dataset",
            "CIFAR10C_CORRUPTIONS", "CIFAR10C", "get_cifar10c"]
 
 SPLITS = ("train", "test")
@@ -72,6 +72,25 @@ def get_dataset(name: str, split: str, root: str | os.PathLike | None = None, do
     if name == "cifar10":
         return _cifar10(split, root, download)
     return _imagenet(split, root)
+
+
+def check_dataset_present(name: str, root: str | os.PathLike | None = None, splits=SPLITS) -> None:
+    """Raise :class:`DatasetNotFound` now, not hours into a run, when dataset ``name`` is not on disk.
+
+    Looks for the folders :func:`get_dataset` will read (without loading them); the
+    built-in datasets (digits, toy2d) are always present.
+    """
+    check_choice(name, DATASETS, "dataset")
+    if name not in ("cifar10", "imagenet"):
+        return
+    root = Path(root) if root is not None else Path(os.environ.get("RSBOOK_DATA", "data")) / name
+    if name == "cifar10":
+        if not (root / "cifar-10-batches-py").is_dir():
+            _cifar10("test", root, download=False)  # raises the explained error
+        return
+    for split in splits:
+        if not (root / ("train" if split == "train" else "val")).is_dir():
+            _imagenet(split, root)
 
 
 def _digits(split: str) -> TensorDataset:

@@ -108,10 +108,10 @@ def run_key(config: TrainConfig) -> str:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"``/``None`` -> CUDA when available, else CPU; a device this machine lacks is a ``ValueError``."""
+    from rsbook.utils import check_device
+
+    return check_device(device)
 
 
 def _noise(config: TrainConfig, dim: int | None = None):
@@ -207,9 +207,12 @@ class TrainedRun:
         def certify_fn(x):
             return fn(smooth, x, n0=n0, n=n, alpha=alpha, batch_size=batch_size, **certifier_args)
 
+        # the log's name already hashes these settings: a log from before settings records is adopted
         return certify_dataset(smooth, data, n0, n, alpha, out, skip=skip, max_examples=max_examples, shard=shard,
                                batch_size=batch_size, seed=seed, certify_fn=certify_fn,
-                               extra_columns=extra_columns, progress=progress)
+                               extra_columns=extra_columns, progress=progress, unrecorded="adopt",
+                               settings={k: settings[k] for k in ("certifier", "certifier_args", "dataset")},
+                               info={"run": self.dir.name})
 
 
 def _fit_config(config: TrainConfig, folder: Path, device: torch.device, data_root, workers: int,
@@ -235,7 +238,7 @@ def _fit_config(config: TrainConfig, folder: Path, device: torch.device, data_ro
                   step_size=config.step_size, gamma=config.gamma, warmup_epochs=config.warmup_epochs,
                   label_smoothing=config.label_smoothing, batch_counts=config.batch_counts,
                   checkpoint=folder / "model.pth", arch=config.arch, dataset=config.dataset, device=device,
-                  seed=config.seed, num_workers=workers, progress=progress)
+                  seed=config.seed, num_workers=workers, progress=progress, adopt_unrecorded=True)
     return model, history
 
 
@@ -322,6 +325,32 @@ def shard_configs(configs: Sequence[TrainConfig], shard) -> list[TrainConfig]:
         return list(configs)
     i, k = shard
     return list(configs)[i::k]
+
+
+_LAUNCH_KEYS = ("config", "root", "device", "data_root", "workers", "progress")
+
+
+def check_launch_spec(spec_path: str | os.PathLike) -> dict:
+    """The launch file :func:`train_run` writes for ``torchrun``, or a ``ValueError`` saying what is wrong with it."""
+    path = Path(spec_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"launch file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not JSON ({err}); train-config takes the launch.json that "
+                         "rsbook.experiment.train_run(gpus=N) writes") from None
+    missing = [k for k in _LAUNCH_KEYS if not isinstance(spec, dict) or k not in spec]
+    if missing:
+        raise ValueError(f"{path} is not a launch file of rsbook.experiment.train_run(gpus=N): it lacks "
+                         f"{', '.join(missing)}")
+    if not isinstance(spec["config"], dict):
+        raise ValueError(f"{path}: 'config' must be a TrainConfig mapping, got {type(spec['config']).__name__}")
+    try:
+        TrainConfig(**spec["config"])
+    except TypeError as err:
+        raise ValueError(f"{path}: 'config' is not a TrainConfig: {err}") from None
+    return spec
 
 
 def train_from_spec(spec_path: str | os.PathLike) -> None:

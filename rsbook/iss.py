@@ -409,9 +409,19 @@ def certify_dataset_iss(smooth: Smooth, dataset, mapping: ISSMapping, k0: int, o
     alpha = mapping.alpha if alpha is None else check_alpha(alpha)
     check_choice(variant, VARIANTS, "variant")
     check_choice(rule, PLAN_RULES, "rule")
+    settings = {"certifier": "iss", "variant": variant, "rule": rule, "mapping": _mapping_identity(mapping)}
     return certify_dataset(smooth, dataset, k0, mapping.k_max, alpha, out, batch_size=batch_size,
                            certify_fn=lambda x: iss_certify(smooth, x, mapping, k0, alpha, variant, batch_size, rule),
-                           extra_columns=ISS_COLUMNS, **kwargs)
+                           extra_columns=ISS_COLUMNS, settings=settings, **kwargs)
+
+
+def _mapping_identity(mapping: ISSMapping) -> dict:
+    """What makes one ISS mapping differ from another, for the log's settings record."""
+    import hashlib
+
+    values = hashlib.sha1(np.ascontiguousarray(mapping.values).tobytes()).hexdigest()[:16]
+    return {"k_max": mapping.k_max, "sigma": mapping.sigma, "alpha": mapping.alpha, "kind": mapping.kind,
+            "max_decline": mapping.max_decline, "delta": mapping.delta, "values_sha1": values}
 
 
 def certify_dataset_ias(smooth: Smooth, dataset, k: int, n0: int, alpha: float, out: str | os.PathLike,
@@ -419,7 +429,7 @@ def certify_dataset_ias(smooth: Smooth, dataset, k: int, n0: int, alpha: float, 
     """IAS (fixed ``k``) over a dataset; same log format as :func:`certify_dataset_iss`."""
     return certify_dataset(smooth, dataset, n0, k, alpha, out, batch_size=batch_size,
                            certify_fn=lambda x: ias_certify(smooth, x, k, n0, alpha, batch_size),
-                           extra_columns=ISS_COLUMNS, **kwargs)
+                           extra_columns=ISS_COLUMNS, settings={"certifier": "ias"}, **kwargs)
 
 
 # ----------------------------------------------------------------------------- analysis

@@ -25,7 +25,7 @@ from rsbook._checks import check_choice
 from rsbook.data import dataset_info
 
 __all__ = ["ARCHITECTURES", "NORMALIZATIONS", "REFERENCE_DATASETS", "NormalizeLayer", "CifarResNet",
-           "BasicBlock", "ModuleWrapper", "get_model", "save_checkpoint", "load_checkpoint",
+           "BasicBlock", "ModuleWrapper", "check_arch_fits", "get_model", "save_checkpoint", "load_checkpoint",
            "upgrade_state_dict"]
 
 #: architecture -> datasets it is built for
@@ -135,18 +135,25 @@ def _toy_mlp(num_classes):
     return nn.Sequential(nn.Linear(2, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
+def check_arch_fits(arch: str, dataset: str) -> None:
+    """``ValueError`` unless ``arch`` is a known architecture built for ``dataset``'s inputs and classes."""
+    check_choice(arch, ARCHITECTURES, "architecture")
+    dataset_info(dataset)
+    if dataset not in ARCHITECTURES[arch]:
+        fitting = [a for a, sets in ARCHITECTURES.items() if dataset in sets]
+        raise ValueError(f"architecture {arch!r} is not built for dataset {dataset!r} (it takes "
+                         f"{', '.join(ARCHITECTURES[arch])}); architectures for {dataset}: {', '.join(fitting)}")
+
+
 def get_model(arch: str, dataset: str, normalization: str = "standardize") -> nn.Module:
     """A freshly initialised ``arch`` for ``dataset``, wrapped as ``Sequential(normalize, net)``.
 
     ``normalization="center"`` subtracts the mean only (SmoothAdv's released models were
     trained that way; the state dict cannot tell, so the caller must say so).
     """
-    check_choice(arch, ARCHITECTURES, "architecture")
     check_choice(normalization, NORMALIZATIONS, "normalization")
+    check_arch_fits(arch, dataset)
     info = dataset_info(dataset)
-    if dataset not in ARCHITECTURES[arch]:
-        raise ValueError(f"architecture {arch!r} is not built for dataset {dataset!r}; "
-                         f"valid datasets for it: {', '.join(ARCHITECTURES[arch])}")
     if arch == "cifar_resnet20":
         net = CifarResNet(20, info.num_classes)
     elif arch == "cifar_resnet110":
@@ -220,10 +227,17 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu",
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated/garbage files
-        raise ValueError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint: {err}") from err
+        text = str(err).strip()
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+        if isinstance(err, RuntimeError) and ("CUDA" in text or "device" in text.lower()):
+            raise ValueError(f"device error: cannot load checkpoint {path} onto {map_location!s}: {first}") from err
+        raise ValueError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint "
+                         f"({type(err).__name__}: {first[:200]})") from err
     if not isinstance(ckpt, dict) or not {"arch", "state_dict"} <= set(ckpt):
         raise ValueError(f"checkpoint {path} lacks the keys 'arch', 'state_dict' (was it written by "
                          "rsbook.models.save_checkpoint, rsbook.train.fit or Cohen et al.'s train.py?)")

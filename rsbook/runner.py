@@ -18,7 +18,7 @@ from typing import Mapping
 
 import yaml
 
-__all__ = ["list_presets", "load_parameters", "run_notebook", "parse_overrides", "NotebookFailed"]
+__all__ = ["list_presets", "load_parameters", "run_notebook", "parse_overrides", "check_data", "NotebookFailed"]
 
 
 class NotebookFailed(RuntimeError):
@@ -51,11 +51,23 @@ def load_parameters(notebook: str | os.PathLike, preset: str | None = None,
             raise FileNotFoundError(f"parameter file not found: {path}")
     else:
         return {}
-    with open(path) as fh:
-        params = yaml.safe_load(fh) or {}
+    if path.is_dir():
+        raise ValueError(f"parameter file {path} is a directory; give a YAML file")
+    try:
+        with open(path) as fh:
+            params = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
     return params
+
+
+def _yaml_problem(err) -> str:
+    """One line from a YAML error: what is wrong and where."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or err}{where}".replace("\n", " ")
 
 
 def parse_overrides(pairs) -> dict:
@@ -65,8 +77,40 @@ def parse_overrides(pairs) -> dict:
         if "=" not in pair:
             raise ValueError(f"override must look like key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        if not key.strip():
+            raise ValueError(f"override {pair!r} has no name before '='")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {pair!r}: the value is not valid YAML: {_yaml_problem(err)} "
+                             "(quote a string, write lists as [a, b])") from None
     return out
+
+
+def _check_kernel(kernel: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    names = sorted(KernelSpecManager().find_kernel_specs())
+    if kernel not in names:
+        raise ValueError(f"unknown Jupyter kernel {kernel!r}; valid choices here: {', '.join(names) or '(none)'}")
+
+
+def check_data(params: Mapping) -> None:
+    """The dataset a run will read exists and fits its architecture (before a cell runs).
+
+    Raises :class:`rsbook.data.DatasetNotFound` for a missing folder and ``ValueError`` when
+    ``arch`` is not built for ``dataset``. Parameters a notebook does not have are skipped.
+    """
+    from rsbook.data import check_dataset_present
+    from rsbook.models import check_arch_fits
+
+    dataset = params.get("dataset")
+    if not isinstance(dataset, str):
+        return
+    trains = not params.get("checkpoint")  # a chapter given a checkpoint only certifies: the test split
+    if isinstance(params.get("arch"), str) and trains:
+        check_arch_fits(params["arch"], dataset)
+    check_dataset_present(dataset, params.get("data_root"), splits=("train", "test") if trains else ("test",))
 
 
 def run_notebook(notebook: str | os.PathLike, preset: str | None = None, params_file: str | os.PathLike | None = None,
@@ -90,6 +134,10 @@ def run_notebook(notebook: str | os.PathLike, preset: str | None = None, params_
     from rsbook.params import check_overrides
 
     check_overrides(notebook, params, extra=chapter_rules(notebook))
+    from rsbook.params import notebook_parameters
+
+    check_data({**notebook_parameters(notebook), **params})
+    _check_kernel(kernel)
     label = preset or (Path(params_file).stem if params_file else "defaults")
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -26,7 +26,7 @@ from rsbook import distributed
 from rsbook.utils import progress_bar, training_seed
 
 __all__ = ["Objective", "ObjectiveOutput", "GaussianAugmentation", "fit", "evaluate_accuracy",
-           "SCHEDULES", "BATCH_COUNTS", "noisy_copies", "SmoothAdv", "OBJECTIVES", "make_objective",
+           "SCHEDULES", "BATCH_COUNTS", "noisy_copies", "SmoothAdv", "OBJECTIVES", "make_objective", "training_settings",
            "register_objective"]
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -187,7 +187,8 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
         step_size: int = 30, gamma: float = 0.1, warmup_epochs: int = 0, label_smoothing: float = 0.0,
         batch_counts: str = "images", checkpoint: str | os.PathLike | None = None,
         arch: str | None = None, dataset: str | None = None, device: str | torch.device | None = None,
-        seed: int = 0, num_workers: int = 0, amp: bool | None = None, progress: bool = True) -> list[dict]:
+        seed: int = 0, num_workers: int = 0, amp: bool | None = None, progress: bool = True,
+        adopt_unrecorded: bool = False) -> list[dict]:
     """Train ``model`` on ``train_set`` by minimising ``objective`` with SGD; returns per-epoch history.
 
     Learning rate: ``lr`` with a linear warm-up over ``warmup_epochs`` and then ``schedule``
@@ -203,6 +204,14 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
     With ``checkpoint=path`` the state (model, optimiser, schedule, history) is written
     after every epoch and a rerun resumes after the last finished epoch; ``arch`` and
     ``dataset`` are stored so :func:`rsbook.models.load_checkpoint` can rebuild the model.
+    The checkpoint also records what made it (:func:`training_settings`: objective, noise,
+    optimiser, schedule, batch, seed, ...). A rerun continues only the same run: any other
+    setting raises ``ValueError`` naming the differences. A larger ``epochs`` extends a
+    ``step`` or ``constant`` schedule (whose finished epochs do not depend on the total;
+    each history record says the total in force); a ``cosine`` schedule is fixed by its
+    total, so changing ``epochs`` there is refused. A checkpoint without the record (older
+    rsbook) is refused unless ``adopt_unrecorded`` (the experiment helper, whose folder
+    names hash every setting).
     Each epoch's shuffling and noise are seeded from ``(seed', epoch)`` with
     ``seed' = seed + $RSBOOK_SEED_OFFSET`` (:func:`rsbook.utils.training_seed`), so a resumed
     run continues exactly as an uninterrupted one would. On CUDA, ``amp`` (default on) uses
@@ -237,13 +246,21 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history: list[dict] = []
     start_epoch = 0
+    settings = training_settings(objective, arch=arch, dataset=dataset, batch_size=batch_size,
+                                 batch_counts=batch_counts, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                 schedule=schedule, step_size=step_size, gamma=gamma, warmup_epochs=warmup_epochs,
+                                 label_smoothing=label_smoothing, seed=seed)
     if checkpoint is not None and Path(checkpoint).exists():
         from rsbook.models import load_checkpoint
 
         _, state = load_checkpoint(checkpoint, map_location=device)
+        _check_same_training(checkpoint, state, settings, epochs, adopt_unrecorded)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # load_state_dict copied the old schedule's fields into ours: put this run's back
+        scheduler.lr_lambdas[0].__dict__.update(vars(_LearningRate(schedule, epochs, warmup_epochs, step_size,
+                                                                    gamma)))
         history = list(state.get("history", []))
         start_epoch = int(state["epoch"]) + 1
     data = _WithIndex(train_set) if objective.uses_index else train_set
@@ -279,7 +296,7 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
         total_loss, total_correct, total_noisy, total_seen = distributed.all_sum(
             (total_loss, total_correct, total_noisy, total_seen), ctx, device)
         record = {"epoch": epoch, "loss": total_loss / total_seen, "noisy_acc": total_correct / total_noisy,
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0, "epochs": epochs}
         if not math.isfinite(record["loss"]):
             raise FloatingPointError(f"training diverged at epoch {epoch}: loss {record['loss']} (lower lr?)")
         history.append(record)
@@ -289,10 +306,57 @@ def fit(model: nn.Module, train_set: Dataset, objective: Objective, epochs: int,
 
             save_checkpoint(checkpoint, model, arch, dataset, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), epoch=epoch, history=history,
-                            objective=objective.name, world_size=ctx.world_size)
+                            objective=objective.name, world_size=ctx.world_size, training=settings,
+                            epochs=epochs)
     distributed.check_in_sync(model, ctx, device)
     model.eval()
     return history
+
+
+def _plain_option(value):
+    """An objective option as the checkpoint records it (JSON-able; a table or a tensor by its type)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain_option(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain_option(v) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return f"<{type(value).__name__}>"
+
+
+def training_settings(objective: Objective, **settings) -> dict:
+    """What identifies a training run: the objective (name, noise, draws, options) and ``fit``'s settings."""
+    return {"objective": objective.name, "noise": repr(getattr(objective, "noise", None)),
+            "num_noise": int(objective.num_noise), "objective_options": _plain_option(getattr(objective, "options", {})),
+            **{k: _plain_option(v) for k, v in settings.items()}}
+
+
+def _check_same_training(path, state: dict, settings: dict, epochs: int, adopt_unrecorded: bool) -> None:
+    """Refuse to resume ``state`` (a checkpoint) under other settings, or onto a schedule fixed by another total."""
+    recorded = state.get("training")
+    finished = int(state["epoch"]) + 1
+    if recorded is None:
+        if adopt_unrecorded:
+            return
+        raise ValueError(f"checkpoint {path} was written by an older rsbook without its training settings: nothing "
+                         "can tell whether resuming it continues the same run. Train into another checkpoint "
+                         "(or delete this one)")
+    diff = [f"{k}: {recorded.get(k)!r} in the checkpoint vs {settings.get(k)!r} now"
+            for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
+    if diff:
+        raise ValueError(f"checkpoint {path} is another training run; resuming it would mix two runs. "
+                         f"Differences: {'; '.join(diff)}. Train into another checkpoint (or delete this one)")
+    total = int(state.get("epochs", epochs))
+    if epochs == total:
+        return
+    if epochs < finished:
+        raise ValueError(f"checkpoint {path} has already trained {finished} epochs, more than epochs={epochs}")
+    if settings["schedule"] == "cosine":
+        raise ValueError(f"checkpoint {path} follows a cosine schedule over {total} epochs; its learning rates "
+                         f"depend on that total, so it cannot be extended to {epochs} epochs as one run. "
+                         "Train into another checkpoint")
 
 
 @torch.inference_mode()
@@ -395,7 +459,9 @@ def make_objective(name: str, sigma: float | Noise, num_noise: int = 1, option_f
     if missing:
         raise ValueError(f"objective {name!r} needs " + " or ".join(
             f"{option_flag} {m}=VALUE ({meaning})" for m, meaning in missing.items()))
-    return cls(sigma=sigma, num_noise=num_noise, **kwargs)
+    objective = cls(sigma=sigma, num_noise=num_noise, **kwargs)
+    objective.options = dict(kwargs)  # recorded in checkpoints: a resume must use the same ones
+    return objective
 
 
 from rsbook import baselines, catrs  # noqa: E402,F401 (register objectives)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "default_device", "eval_mode", "seed_offset", "training_seed", "progress_bar",
+__all__ = ["seed_everything", "default_device", "check_device", "eval_mode", "seed_offset", "training_seed", "progress_bar",
            "SEED_OFFSET_ENV"]
 
 #: environment variable whose integer value is added to every training seed (see :func:`training_seed`)
@@ -34,6 +34,32 @@ def seed_everything(seed: int = 0, threads: int | None = 2) -> None:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(device, option: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine (``None``/``"auto"``: CUDA if any, else CPU).
+
+    A device torch does not know, or a GPU this machine does not have, is a ``ValueError``
+    naming it and what is available: an error about the device, before any file is read.
+    """
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    available = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{option} {device!r} is not a device; valid choices here: {', '.join(available)}")
+    if dev.type == "cuda" and (count == 0 or (dev.index is not None and dev.index >= count)):
+        have = f"{count} CUDA device(s)" if count else "no CUDA GPU visible to torch"
+        raise ValueError(f"{option} {device!r} is not available on this machine ({have}); "
+                         f"valid choices here: {', '.join(available)}")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{option} {device!r} is not available on this machine; valid choices here: "
+                         f"{', '.join(available)}")
+    return dev
 
 
 @contextlib.contextmanager

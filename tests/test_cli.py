@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from rsbook.analysis import read_log
+from rsbook.certify import settings_path
 from rsbook.cli import main
 from rsbook.runner import list_presets, load_parameters, parse_overrides
 
@@ -94,7 +95,11 @@ def test_slurm_shards_and_status(tmp_path, monkeypatch, capsys):
     status = ["status", str(logs[0]), "--dataset", "toy2d", "--skip", "3", "--max", "7"]
     assert main(status) == 1
     assert "done: 4/7" in capsys.readouterr().out
+    # shard 2 killed while writing its second row (certify writes the settings record before any row)
     logs[1].write_text(logs[0].read_text().splitlines()[0] + "\n3\t0\t0\t0.1\t1\t0.0\t20\t20\t0.9\t5\n9\t0")
+    record = json.loads(settings_path(logs[0]).read_text())
+    record["selection"]["shard"] = [1, 2]
+    settings_path(logs[1]).write_text(json.dumps(record))
     assert main(status[:2] + [str(logs[1])] + status[2:]) == 1
     assert "missing (2): 9, 15" in capsys.readouterr().out  # the row of 9 is half-written: not done
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")

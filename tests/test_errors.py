@@ -25,7 +25,7 @@ def test_unknown_dataset():
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture 'vgg'; valid choices: cifar_resnet20"):
         get_model("vgg", "cifar10")
-    with pytest.raises(ValueError, match="not built for dataset 'digits'; valid datasets for it: imagenet"):
+    with pytest.raises(ValueError, match=r"not built for dataset 'digits' \(it takes imagenet\); architectures for digits: digits_cnn"):
         get_model("resnet50", "digits")
 
 
