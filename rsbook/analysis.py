@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["read_log", "acr", "certified_accuracy", "envelope", "paper_table", "available_paper_tables",
-           "summary_table"]
+           "summary_table", "summary_over_seeds", "format_over_seeds"]
 
 _REQUIRED = ("idx", "label", "predict", "radius", "correct")
 _PAPER_DATA = Path(__file__).with_name("paper_data")
@@ -122,6 +122,41 @@ def summary_table(logs: Mapping[str, object], radii: Sequence[float]) -> pd.Data
         row.update({f"{r:g}": 100 * a for r, a in zip(radii, certified_accuracy(frame, list(radii)))})
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
+
+
+def summary_over_seeds(logs: Mapping[str, Sequence[object]], radii: Sequence[float]) -> pd.DataFrame:
+    """One row per named method: mean over its seeds' logs and the standard error across seeds.
+
+    ``logs`` maps a label to the logs of one configuration trained with different seeds
+    (certified on the same test images). Columns: ``seeds``, then for ACR and for certified
+    accuracy (%) at each radius the mean (``ACR``, ``"0.5"``, ...) and its seed-level
+    standard error ``sd / sqrt(S)`` (``"ACR SE"``, ``"0.5 SE"``, ...). With one seed the SE
+    is NaN: one network says nothing about the spread of the method.
+    """
+    rows = []
+    for name, seed_logs in logs.items():
+        frames = [_frame(log) for log in seed_logs]
+        if not frames:
+            raise ValueError(f"{name!r} has no logs")
+        values = np.array([[acr(f), *(100 * certified_accuracy(f, list(radii)))] for f in frames])
+        mean = values.mean(axis=0)
+        se = values.std(axis=0, ddof=1) / np.sqrt(len(frames)) if len(frames) > 1 else np.full(len(mean), np.nan)
+        row = {"model": name, "seeds": len(frames)}
+        for key, m, e in zip(["ACR", *(f"{r:g}" for r in radii)], mean, se):
+            row[key], row[f"{key} SE"] = m, e
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def format_over_seeds(table: pd.DataFrame, digits: int = 1, acr_digits: int = 3) -> pd.DataFrame:
+    """:func:`summary_over_seeds` as ``"mean ± SE"`` strings, one column per quantity, for printing."""
+    out = pd.DataFrame(index=table.index)
+    out["seeds"] = table["seeds"]
+    for col in [c for c in table.columns if c != "seeds" and not c.endswith(" SE")]:
+        d = acr_digits if col == "ACR" else digits
+        out[col] = [f"{m:.{d}f}" if np.isnan(e) else f"{m:.{d}f} ± {e:.{d}f}"
+                    for m, e in zip(table[col], table[f"{col} SE"])]
+    return out
 
 
 def available_paper_tables() -> list[str]:

@@ -10,7 +10,16 @@ paper") is checked with a tolerance derived from its standard error:
 * :meth:`Claims.at_least` / :meth:`Claims.at_most` -- a measured value against a bound,
   with slack ``n_se * se`` (e.g. the binomial standard error of an accuracy);
 * :meth:`Claims.within` -- ``|value - target| <= tol``, the tolerance stated with its reason;
-* :meth:`Claims.holds` -- an exact fact (e.g. "no certificate was broken").
+* :meth:`Claims.holds` -- an exact fact (e.g. "no certificate was broken");
+* :meth:`Claims.over_seeds` -- a claim about *methods* (or their hyper-parameters): the
+  per-seed paired difference on the same test images, averaged over ``S >= 3``
+  independently trained seeds, with a t interval on ``S - 1`` degrees of freedom
+  (:func:`seed_difference`). Test images answer "do these two networks differ?"; seeds
+  answer "do the methods differ?", which is what a chapter's prose claims. A "not worse
+  than" claim states its margin and where the margin comes from; the paper's effect is
+  shown beside ours;
+* :meth:`Claims.bound` -- no verdict: the one-sided bound of a seed-level difference and
+  what it rules out (for an effect the default budget cannot resolve).
 
 :meth:`Claims.report` prints one row per claim and raises ``AssertionError`` naming every
 failed one, so a notebook whose prose stops being true stops executing. The helpers below
@@ -27,7 +36,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Claims", "ClaimResult", "per_example_radius", "certified_at", "paired_difference", "binomial_se",
-           "ClaimFailed"]
+           "ClaimFailed", "SeedDifference", "seed_difference", "MIN_SEEDS"]
+
+#: seeds a claim about training methods needs (issue: "several trained seeds")
+MIN_SEEDS = 3
 
 
 class ClaimFailed(AssertionError):
@@ -39,7 +51,84 @@ class ClaimResult:
     claim: str
     measured: str
     tolerance: str
-    passed: bool
+    passed: bool | None  # None: reported, not checked
+    seeds: str = ""
+    paper: str = ""      # the paper's effect, and how ours compares with it
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """A method difference over independently trained seeds (see :func:`seed_difference`)."""
+
+    mean: float          # mean over seeds of the per-seed paired difference
+    se: float            # its standard error across seeds, sd(d_s) / sqrt(S)
+    seeds: int           # S
+    level: float         # confidence level of ``lower``/``upper``
+    lower: float         # two-sided t interval on S - 1 degrees of freedom
+    upper: float
+    lower_one_sided: float   # one-sided bound at ``level``: the difference is >= this
+    upper_one_sided: float   # ... and <= this
+    per_seed: tuple[float, ...]
+    image_se: float      # the image-level paired SE pooling all seeds' images (ignores seed variance)
+
+    def __str__(self) -> str:
+        return (f"{_fmt(self.mean)} [{_fmt(self.lower)}, {_fmt(self.upper)}] "
+                f"({100 * self.level:g}% t-interval over {self.seeds} seeds)")
+
+    def versus(self, paper: float) -> str:
+        """How the paper's effect compares with ours: consistent, smaller, larger or opposite.
+
+        *consistent*: the paper's value lies in our interval; *opposite*: our interval
+        excludes 0 on the other side of the paper's sign; otherwise our effect is
+        *smaller* or *larger* in size than the paper's (and the interval excludes it).
+        """
+        if (self.upper < 0 < paper) or (self.lower > 0 > paper):
+            return "opposite"
+        if self.lower <= paper <= self.upper:
+            return "consistent"
+        return "smaller" if abs(self.mean) < abs(paper) else "larger"
+
+
+def seed_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Sequence[float]],
+                    level: float = 0.95) -> SeedDifference:
+    """Mean over seeds of ``mean_i(a_si - b_si)``, with a t interval across seeds.
+
+    ``a_by_seed[s]`` and ``b_by_seed[s]`` are per-example values (e.g. :func:`certified_at`,
+    :func:`per_example_radius`) of the two methods trained with seed ``s``, on the same test
+    examples. Each seed gives one paired difference ``d_s``; the estimate is ``mean(d_s)``
+    and its standard error ``sd(d_s) / sqrt(S)``, so the training-seed variance, which the
+    image-level SE leaves out, is in the interval. The interval uses Student's t with
+    ``S - 1`` degrees of freedom: with 3 seeds its half-width is 4.30 SE at 95%, and that
+    width is the honest price of 3 seeds. ``image_se`` is the paired SE over all seeds'
+    images pooled, for contrast (it under-covers when seeds differ; ``tests/test_claims.py``
+    measures both coverages on a simulated two-level case).
+    """
+    from scipy.stats import t as student_t
+
+    if len(a_by_seed) != len(b_by_seed):
+        raise ValueError(f"a and b need the same seeds, got {len(a_by_seed)} and {len(b_by_seed)}")
+    if len(a_by_seed) < 2:
+        raise ValueError(f"a seed-level interval needs at least 2 seeds, got {len(a_by_seed)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    diffs, pooled = [], []
+    for s, (a, b) in enumerate(zip(a_by_seed, b_by_seed)):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        if a.shape != b.shape or a.ndim != 1 or len(a) < 1:
+            raise ValueError(f"seed {s}: paired values need two 1-D arrays of the same length, "
+                             f"got {a.shape} and {b.shape}")
+        diffs.append(float((a - b).mean()))
+        pooled.append(a - b)
+    d = np.asarray(diffs)
+    k = len(d)
+    se = float(d.std(ddof=1) / math.sqrt(k))
+    two = float(student_t.ppf(0.5 + level / 2, k - 1))
+    one = float(student_t.ppf(level, k - 1))
+    all_d = np.concatenate(pooled)
+    image_se = float(all_d.std(ddof=1) / math.sqrt(len(all_d))) if len(all_d) > 1 else float("nan")
+    mean = float(d.mean())
+    return SeedDifference(mean, se, k, level, mean - two * se, mean + two * se, mean - one * se, mean + one * se,
+                          tuple(diffs), image_se)
 
 
 def _frame(log) -> pd.DataFrame:
@@ -87,6 +176,10 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _versus(d: "SeedDifference", paper: float | None) -> str:
+    return "" if paper is None else f"{_fmt(paper)} ({d.versus(paper)})"
+
+
 class Claims:
     """Collects the claim checks of one section of a chapter; :meth:`report` prints and asserts them."""
 
@@ -94,9 +187,67 @@ class Claims:
         self.section = section
         self.results: list[ClaimResult] = []
 
-    def _add(self, claim: str, measured: str, tolerance: str, passed: bool) -> bool:
-        self.results.append(ClaimResult(claim, measured, tolerance, bool(passed)))
+    def _add(self, claim: str, measured: str, tolerance: str, passed: bool | None, seeds: str = "",
+             paper: str = "") -> bool:
+        self.results.append(ClaimResult(claim, measured, tolerance, None if passed is None else bool(passed),
+                                        seeds, paper))
         return bool(passed)
+
+    @staticmethod
+    def _check_radius(claim: str, radius: float | None, cap: float | None) -> None:
+        if radius is not None and cap is not None and radius >= 0.9 * cap:
+            raise ValueError(f"claim {claim!r} is made at r={radius:g}, within 10% of the certification cap "
+                             f"sigma Phi^-1(alpha^(1/n)) = {cap:.3g}: there every model's curve is forced to 0. "
+                             "Spend more samples (larger n) or claim at a smaller radius")
+
+    def over_seeds(self, claim: str, a_by_seed, b_by_seed, *, direction: str = "greater", margin: float = 0.0,
+                   reason: str = "", level: float = 0.95, paper: float | None = None, radius: float | None = None,
+                   cap: float | None = None) -> bool:
+        """A claim about methods, over ``S >= 3`` trained seeds (:func:`seed_difference`).
+
+        ``direction="greater"``: A beats B by more than ``margin``, i.e. the one-sided
+        ``level`` lower bound of the difference exceeds ``margin``. ``"less"``: B beats A
+        (upper bound below ``-margin``). ``"not_less"``: A is not worse than B by more than
+        ``margin`` (lower bound above ``-margin``); such a claim needs ``margin > 0`` and its
+        ``reason`` (e.g. "half the paper's gain of 0.06"). ``paper`` is the paper's effect for
+        the same comparison, shown beside ours. ``radius``/``cap`` refuse a claim made within
+        10% of the certification cap (:func:`rsbook.stats.radius_cap`). With fewer than
+        :data:`MIN_SEEDS` seeds the row reads "untested" (neither supported nor refuted) and
+        :meth:`report` does not raise for it: a full-scale preset may train the paper's one
+        model per setting, and then the chapter says its claims rest on the digits seeds.
+        """
+        self._check_radius(claim, radius, cap)
+        if direction not in ("greater", "less", "not_less"):
+            raise ValueError(f"unknown direction {direction!r}; valid choices: greater, less, not_less")
+        if direction == "not_less" and not (margin > 0 and reason):
+            raise ValueError(f"claim {claim!r}: a 'not worse than' claim needs margin > 0 and the reason for it")
+        if len(a_by_seed) < MIN_SEEDS:  # e.g. a full-scale preset training the paper's one model per setting
+            self._add(claim, f"{len(a_by_seed)} seed(s)", f"untested: a claim about methods needs >= {MIN_SEEDS} "
+                      "seeds", None, str(len(a_by_seed)), "" if paper is None else _fmt(paper))
+            return False
+        d = seed_difference(a_by_seed, b_by_seed, level)
+        why = f" ({reason})" if reason else ""
+        pct = f"{100 * level:g}%"
+        if direction == "greater":
+            ok, tol = d.lower_one_sided > margin, f"{pct} lower bound {_fmt(d.lower_one_sided)} > {_fmt(margin)}{why}"
+        elif direction == "less":
+            ok, tol = d.upper_one_sided < -margin, f"{pct} upper bound {_fmt(d.upper_one_sided)} < {_fmt(-margin)}{why}"
+        else:
+            ok, tol = d.lower_one_sided > -margin, f"{pct} lower bound {_fmt(d.lower_one_sided)} > {_fmt(-margin)}{why}"
+        return self._add(claim, str(d), tol, ok, str(d.seeds), _versus(d, paper))
+
+    def bound(self, claim: str, a_by_seed, b_by_seed, *, level: float = 0.95, paper: float | None = None,
+              radius: float | None = None, cap: float | None = None) -> SeedDifference:
+        """Report, without a verdict, what the seeds rule out: the difference lies in the one-sided bounds.
+
+        For an effect the run cannot resolve, the honest statement is its bound ("the gain is
+        at most +0.03 here, against the paper's +0.23"); the row reads "reported".
+        """
+        self._check_radius(claim, radius, cap)
+        d = seed_difference(a_by_seed, b_by_seed, level)
+        self._add(claim, str(d), f"{100 * level:g}% one-sided: >= {_fmt(d.lower_one_sided)}, "
+                                 f"<= {_fmt(d.upper_one_sided)}", None, str(d.seeds), _versus(d, paper))
+        return d
 
     def paired(self, claim: str, a: Sequence[float], b: Sequence[float], *, n_se: float = 2.0,
                direction: str = "greater", margin: float = 0.0) -> bool:
@@ -136,8 +287,13 @@ class Claims:
         return self._add(claim, detail or str(bool(condition)), "exact", bool(condition))
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"claim": r.claim, "measured": r.measured, "required": r.tolerance,
-                              "verdict": "ok" if r.passed else "FAILED"} for r in self.results])
+        """claim | seeds | measured | required | paper | verdict (seeds and paper only where some claim has them)."""
+        frame = pd.DataFrame([{"claim": r.claim, "seeds": r.seeds, "measured": r.measured, "required": r.tolerance,
+                               "paper": r.paper,
+                               "verdict": ("untested" if r.tolerance.startswith("untested") else "reported")
+                               if r.passed is None else ("ok" if r.passed else "FAILED")}
+                              for r in self.results])
+        return frame.drop(columns=[c for c in ("seeds", "paper") if not frame[c].astype(bool).any()])
 
     def report(self) -> None:
         """Print the checks of this section; raise :class:`ClaimFailed` listing every failed claim."""
@@ -146,7 +302,7 @@ class Claims:
         with pd.option_context("display.max_colwidth", 90, "display.width", 200):
             print(f"checks: {self.section}")
             print(self.table().to_string(index=False))
-        failed = [r for r in self.results if not r.passed]
+        failed = [r for r in self.results if r.passed is False]
         if failed:
             lines = "; ".join(f"{r.claim}: measured {r.measured}, required {r.tolerance}" for r in failed)
             raise ClaimFailed(f"{len(failed)} claim(s) of section {self.section!r} not supported: {lines}")

@@ -15,7 +15,7 @@ import torch
 
 from rsbook.analysis import acr, certified_accuracy, read_log
 
-__all__ = ["plot_certified_accuracy", "plot_acr_bars", "plot_radius_histogram", "plot_decision_regions",
+__all__ = ["draw_radius_cap", "plot_certified_accuracy", "plot_acr_bars", "plot_radius_histogram", "plot_decision_regions",
            "paper_curve"]
 
 
@@ -48,25 +48,52 @@ def _is_number(text) -> bool:
         return False
 
 
+def draw_radius_cap(ax, cap: float, color: str = "0.35", label: str | None = "cap"):
+    """Mark the certification cap ``sigma Phi^-1(alpha^(1/n))`` (:func:`rsbook.stats.radius_cap`) on ``ax``.
+
+    A dotted vertical line at the cap and a light band from 0.9 x cap to it: beyond the cap
+    every curve is 0 whatever the model, and within 10% of it the budget, not the model,
+    shapes the curve, so no claim is read there. ``label=None`` keeps it out of the legend.
+    """
+    ax.axvline(cap, color=color, ls=":", lw=1.2, label=None if label is None else f"{label} {cap:.2f}")
+    ax.axvspan(0.9 * cap, cap, color=color, alpha=0.12, lw=0)
+    return ax
+
+
 def plot_certified_accuracy(logs: Mapping[str, object], paper: Mapping[str, tuple] | None = None,
                             max_radius: float | None = None, ax=None, title: str | None = None,
-                            colors: Mapping[str, str] | None = None):
+                            colors: Mapping[str, str] | None = None, caps: Mapping[str, float] | None = None):
     """Certified accuracy vs radius: one solid line per log, dashed lines for ``paper`` curves.
 
-    ``logs`` maps a label to a log (path or DataFrame) or to a precomputed ``(radii, acc)``;
-    ``paper`` maps a label to ``(radii, acc)`` with accuracy in [0, 1].
+    ``logs`` maps a label to a log (path or DataFrame), to a precomputed ``(radii, acc)``, or
+    to a *list* of logs (one configuration, several training seeds): drawn as the mean curve
+    with a band of ± one standard error across seeds;
+    ``paper`` maps a label to ``(radii, acc)`` with accuracy in [0, 1]. ``caps`` maps a
+    label of ``logs`` to the certification cap of its budget, drawn in its colour
+    (:func:`draw_radius_cap`); equal caps are drawn once.
     """
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     colors = dict(colors or {})
-    frames = {k: v for k, v in logs.items() if not isinstance(v, tuple)}
-    if max_radius is None:
+    frames = {k: v for k, v in logs.items() if not isinstance(v, (tuple, list))}
+    for label, v in logs.items():
+        if isinstance(v, list):
+            frames.update({f"{label}#{i}": log for i, log in enumerate(v)})
+    if max_radius is None:  # far enough to show every curve and every cap
         radii_seen = [_frame(v)["radius"].max() for v in frames.values()] or [1.0]
-        max_radius = 1.05 * max(max(radii_seen), 0.1)
+        radii_seen += [float(np.max(v[0])) for v in logs.values() if isinstance(v, tuple)]
+        max_radius = 1.05 * max(max(radii_seen), 0.1, *(caps or {}).values())
     grid = np.linspace(0, max_radius, 400)
     for i, (label, log) in enumerate(logs.items()):
         color = colors.get(label, f"C{i}")
         if isinstance(log, tuple):
             ax.plot(*log, color=color, lw=2, label=label)
+        elif isinstance(log, list):
+            curves = np.array([certified_accuracy(_frame(one), grid) for one in log])
+            mean = curves.mean(axis=0)
+            ax.plot(grid, mean, color=color, lw=2, label=f"{label} ({len(log)} seeds)" if len(log) > 1 else label)
+            if len(log) > 1:
+                se = curves.std(axis=0, ddof=1) / np.sqrt(len(log))
+                ax.fill_between(grid, mean - se, mean + se, color=color, alpha=0.2, lw=0)
         else:
             ax.plot(grid, certified_accuracy(_frame(log), grid), color=color, lw=2, label=label)
     for j, (label, (radii, acc)) in enumerate((paper or {}).items()):
@@ -75,7 +102,16 @@ def plot_certified_accuracy(logs: Mapping[str, object], paper: Mapping[str, tupl
     ax.set_xlabel(r"$\ell_2$ radius $r$")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_xlim(0, None)
+    ax.set_xlim(0, max_radius)
+    drawn = set()
+    for i, (label, cap) in enumerate((caps or {}).items()):
+        if round(cap, 3) in drawn:
+            continue
+        drawn.add(round(cap, 3))
+        names = [k for k, c in caps.items() if round(c, 3) == round(cap, 3)]
+        one_color = len(names) == 1 and label in logs
+        draw_radius_cap(ax, cap, color=colors.get(label, f"C{list(logs).index(label)}") if one_color else "0.35",
+                        label=f"cap ({label})" if one_color else "cap")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

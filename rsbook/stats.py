@@ -13,7 +13,7 @@ from scipy.special import betaincinv
 
 from rsbook._checks import check_alpha
 
-__all__ = ["clopper_pearson_lower", "clopper_pearson_upper", "beta_lower_bound", "binomial_test_pvalue"]
+__all__ = ["clopper_pearson_lower", "clopper_pearson_upper", "beta_lower_bound", "binomial_test_pvalue", "radius_cap"]
 
 
 def _check_counts(k, n):
@@ -86,3 +86,24 @@ def binomial_test_pvalue(k: int, n: int, p: float = 0.5) -> float:
         return 1.0
     _check_counts(k, n)
     return float(_st.binomtest(k, n, p).pvalue)
+
+
+def radius_cap(sigma, alpha: float, n):
+    """The largest radius CERTIFY can certify with ``n`` samples: ``sigma * Phi^-1(alpha^(1/n))``.
+
+    With all ``n`` votes for the top class the one-sided Clopper-Pearson lower bound is
+    ``alpha^(1/n)`` (it solves ``p^n = alpha``), and Cohen et al.'s radius (Thm. 1 with
+    ``p_B = 1 - p_A``) is ``sigma * Phi^-1`` of it. A certified-accuracy curve is 0 beyond
+    this radius whatever the model, so no statement about a model may be read there:
+    ``radius_cap(0.5, 0.001, 100_000)`` = 1.91 (Cohen et al.'s CIFAR-10 budget at sigma =
+    0.5), ``radius_cap(0.5, 0.001, 300)`` = 1.00. Vectorised over ``sigma`` and ``n``.
+    """
+    alpha = check_alpha(alpha)
+    n_arr = np.asarray(n)
+    if np.any(n_arr < 1) or np.any(n_arr != np.floor(n_arr)):
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    sigma_arr = np.asarray(sigma, dtype=float)
+    if np.any(~(sigma_arr > 0)):
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    cap = sigma_arr * _st.norm.ppf(alpha ** (1.0 / n_arr.astype(float)))
+    return _scalar_or_array(cap, sigma, n)

@@ -24,8 +24,9 @@ def test_tiny_primer_preset_counts(tiny_cifar10):
 
 def test_calibrated_estimate_on_the_defaults():
     plan = plan_notebook(NOTEBOOKS / "00_randomized_smoothing.ipynb", calibration_seconds=0.2)
-    # digits: 3 sigmas x 30 epochs x 1,437 images; every 2nd of 360 test images at 100 + 2,000 samples
-    assert plan.train_passes == 3 * 30 * 1437 and plan.certify_passes == 3 * 180 * 2100
+    # digits: 3 sigmas x 3 seeds x 30 epochs x 1,437 images; every 2nd of 360 test images at 100 + 2,000 samples
+    assert plan.models == 9
+    assert plan.train_passes == 9 * 30 * 1437 and plan.certify_passes == 9 * 180 * 2100
     assert plan.train_rate > 0 and plan.infer_rate > 0
     assert plan.seconds == pytest.approx(plan.train_passes / plan.train_rate + plan.certify_passes / plan.infer_rate)
     assert "estimated wall-clock" in str(plan)
@@ -110,7 +111,7 @@ def test_every_preset_has_a_sane_plan(notebook, preset):
 def test_unknown_parameters_do_not_break_the_plan():
     plan = plan_notebook(NOTEBOOKS / "00_randomized_smoothing.ipynb", None,
                          overrides={"frobnicate": {"a": [1, 2]}, "new_thing": [1, 2, 3]}, calibrate_device=False)
-    assert plan.models == 3
+    assert plan.models == 9  # 3 sigmas x 3 seeds
 
 
 def test_plan_command(capsys):

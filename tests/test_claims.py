@@ -1,0 +1,127 @@
+"""Seed-level claims: the interval covers the method effect when training seeds differ, the image-level SE does not."""
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from rsbook.claims import ClaimFailed, Claims, seed_difference
+from rsbook.stats import clopper_pearson_lower, radius_cap
+
+
+def _two_level_coverage(seed_sd, replications=2000, seeds=3, images=300, effect=0.05, rng_seed=1):
+    """Coverage of the true method effect by the seed-level t interval and by the image-level normal interval.
+
+    Per replication: image difficulties ``b_i``; each (method, seed) network is shifted by
+    ``u ~ N(0, seed_sd^2)`` (what retraining with another seed does); the per-image
+    outcome is Bernoulli(b_i + mu_method + u). The method effect is ``effect`` exactly.
+    """
+    rng = np.random.default_rng(rng_seed)
+    seed_hits = image_hits = 0
+    for _ in range(replications):
+        base = rng.uniform(0.25, 0.7, images)
+        shifts = rng.normal(0.0, seed_sd, (2, seeds))
+        a = [(rng.random(images) < base + effect + shifts[0, s]).astype(float) for s in range(seeds)]
+        b = [(rng.random(images) < base + shifts[1, s]).astype(float) for s in range(seeds)]
+        d = seed_difference(a, b, level=0.95)
+        seed_hits += d.lower <= effect <= d.upper
+        image_hits += abs(d.mean - effect) <= norm.ppf(0.975) * d.image_se
+    return seed_hits / replications, image_hits / replications
+
+
+def test_seed_level_interval_covers_at_its_nominal_rate_and_the_image_level_se_does_not():
+    tolerance = 3 * np.sqrt(0.95 * 0.05 / 2000)  # 3 binomial SEs of a coverage estimated from 2,000 runs
+    seed_cov, image_cov = _two_level_coverage(seed_sd=0.04)
+    print(f"training seeds differ (sd 0.04): seed-level t interval covers {seed_cov:.3f}, "
+          f"image-level interval {image_cov:.3f} (nominal 0.95)")
+    assert abs(seed_cov - 0.95) <= tolerance
+    assert image_cov < 0.80  # it leaves the seed variance out: a claim resting on it is overconfident
+    # control: when retraining changes nothing, both are right, so the test above can tell them apart
+    seed_cov0, image_cov0 = _two_level_coverage(seed_sd=0.0, rng_seed=2)
+    print(f"no seed variance: seed-level {seed_cov0:.3f}, image-level {image_cov0:.3f}")
+    assert abs(seed_cov0 - 0.95) <= tolerance and abs(image_cov0 - 0.95) <= tolerance
+
+
+def test_seed_difference_arithmetic():
+    a = [np.array([1.0, 1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0])]
+    b = [np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0]), np.array([1.0, 1.0, 0.0, 1.0])]
+    d = seed_difference(a, b)
+    assert d.per_seed == (0.25, 0.25, 0.25) and d.mean == 0.25 and d.se == 0.0
+    a[2] = np.array([1.0, 1.0, 0.0, 1.0])  # per-seed differences 0.25, 0.25, 0
+    d = seed_difference(a, b)
+    sd = np.std([0.25, 0.25, 0.0], ddof=1)
+    assert d.mean == pytest.approx(1 / 6) and d.se == pytest.approx(sd / np.sqrt(3))
+    assert d.upper - d.mean == pytest.approx(4.302653 * d.se, rel=1e-6)  # t(0.975, 2 df)
+    assert d.mean - d.lower_one_sided == pytest.approx(2.919986 * d.se, rel=1e-6)  # t(0.95, 2 df)
+
+
+def test_method_claims_need_three_seeds_a_stated_margin_and_a_radius_below_the_cap():
+    rng = np.random.default_rng(0)
+    good = [rng.random(200) < 0.9 for _ in range(3)]
+    bad = [rng.random(200) < 0.3 for _ in range(3)]
+    checks = Claims("seeds")
+    assert checks.over_seeds("A beats B", good, bad, paper=0.5)
+    assert not checks.over_seeds("one seed is not a method", good[:1], bad[:1])
+    with pytest.raises(ValueError, match="needs margin > 0 and the reason"):
+        checks.over_seeds("A no worse than B", good, bad, direction="not_less")
+    assert checks.over_seeds("B no worse than A by more than 0.7", bad, good, direction="not_less", margin=0.7,
+                             reason="made up for the test")
+    with pytest.raises(ValueError, match="within 10% of the certification cap"):
+        checks.over_seeds("at the cap", good, bad, radius=0.95, cap=1.0)
+    bound = checks.bound("what one run rules out", good, bad, paper=0.2)
+    assert 0.4 < bound.lower_one_sided < bound.mean < bound.upper_one_sided  # 0.9 - 0.3 = 0.6 on average
+    table = checks.table()
+    assert list(table.columns) == ["claim", "seeds", "measured", "required", "paper", "verdict"]
+    assert table["verdict"].tolist() == ["ok", "untested", "ok", "reported"]
+    checks.report()  # untested and reported rows do not fail the section ...
+    checks.over_seeds("B beats A", bad, good)
+    with pytest.raises(ClaimFailed, match="B beats A"):  # ... a refuted claim does
+        checks.report()
+
+
+@pytest.mark.parametrize("n", [1, 10, 300, 100_000])
+def test_radius_cap_is_the_radius_of_a_unanimous_vote(n):
+    assert radius_cap(0.5, 0.001, n) == pytest.approx(0.5 * norm.ppf(clopper_pearson_lower(n, n, 0.001)))
+    assert radius_cap(1.0, 0.001, n) == pytest.approx(2 * radius_cap(0.5, 0.001, n))
+
+
+def test_radius_cap_values_the_chapters_quote():
+    assert radius_cap(1.0, 0.001, 300) == pytest.approx(2.00, abs=0.005)  # CAT-RS's default budget: 2.00 sigma
+    assert radius_cap(1.0, 0.001, 256) == pytest.approx(1.93, abs=0.005)  # SmoothAdv's: 1.93 sigma
+    assert radius_cap(0.25, 0.001, 100_000) == pytest.approx(0.953, abs=0.001)
+    with pytest.raises(ValueError, match="alpha"):
+        radius_cap(0.5, 1.5, 100)
+
+
+def test_certify_at_a_unanimous_vote_returns_exactly_the_cap():
+    """What the chapters used to 'check' on trained models holds by construction: a test of the code."""
+    import torch
+
+    from rsbook.groundtruth import LinearClassifier
+    from rsbook.smooth import Smooth
+
+    far = LinearClassifier(torch.ones(16), b=1e6)  # every noisy copy votes class 1
+    for sigma, n in ((0.25, 2000), (1.0, 300)):
+        cert = Smooth(far, 2, sigma, seed=0).certify(torch.zeros(16), n0=10, n=n, alpha=0.001, batch_size=1000)
+        assert cert.count == n and cert.radius == pytest.approx(radius_cap(sigma, 0.001, n), rel=1e-9)
+
+
+def test_our_effect_beside_the_papers():
+    a = [np.full(10, 0.6), np.full(10, 0.7), np.full(10, 0.65)]
+    b = [np.full(10, 0.5)] * 3
+    d = seed_difference(a, b)  # 0.15 [0.026, 0.274]
+    assert d.versus(0.2) == "consistent" and d.versus(0.5) == "smaller" and d.versus(0.01) == "larger"
+    assert d.versus(-0.1) == "opposite"
+
+
+def test_summary_over_seeds_gives_mean_and_seed_level_se():
+    import pandas as pd
+
+    from rsbook.analysis import format_over_seeds, summary_over_seeds
+
+    def log(radii):
+        return pd.DataFrame({"idx": range(len(radii)), "label": 0, "predict": 0, "radius": radii, "correct": 1})
+
+    table = summary_over_seeds({"m": [log([0.2, 0.4]), log([0.4, 0.6]), log([0.6, 0.8])]}, [0.5])
+    assert table.loc["m", "ACR"] == pytest.approx(0.5) and table.loc["m", "ACR SE"] == pytest.approx(0.2 / np.sqrt(3))
+    assert table.loc["m", "0.5"] == pytest.approx(50.0) and table.loc["m", "seeds"] == 3
+    assert format_over_seeds(table).loc["m", "ACR"] == "0.500 ± 0.115"
