@@ -237,13 +237,17 @@ class Claims:
         return self._add(claim, str(d), tol, ok, str(d.seeds), _versus(d, paper))
 
     def bound(self, claim: str, a_by_seed, b_by_seed, *, level: float = 0.95, paper: float | None = None,
-              radius: float | None = None, cap: float | None = None) -> SeedDifference:
+              radius: float | None = None, cap: float | None = None) -> SeedDifference | None:
         """Report, without a verdict, what the seeds rule out: the difference lies in the one-sided bounds.
 
         For an effect the run cannot resolve, the honest statement is its bound ("the gain is
         at most +0.03 here, against the paper's +0.23"); the row reads "reported".
         """
         self._check_radius(claim, radius, cap)
+        if len(a_by_seed) < MIN_SEEDS:
+            self._add(claim, f"{len(a_by_seed)} seed(s)", f"untested: a claim about methods needs >= {MIN_SEEDS} "
+                      "seeds", None, str(len(a_by_seed)), "" if paper is None else _fmt(paper))
+            return None
         d = seed_difference(a_by_seed, b_by_seed, level)
         self._add(claim, str(d), f"{100 * level:g}% one-sided: >= {_fmt(d.lower_one_sided)}, "
                                  f"<= {_fmt(d.upper_one_sided)}", None, str(d.seeds), _versus(d, paper))
