@@ -19,7 +19,8 @@ paper") is checked with a tolerance derived from its standard error:
   than" claim states its margin and where the margin comes from; the paper's effect is
   shown beside ours;
 * :meth:`Claims.bound` -- no verdict: the one-sided bound of a seed-level difference and
-  what it rules out (for an effect the default budget cannot resolve).
+  what it rules out (for an effect the default budget cannot resolve); :meth:`Claims.paired_bound`
+  does the same for a fact about one network (image-level).
 
 :meth:`Claims.report` prints one row per claim and raises ``AssertionError`` naming every
 failed one, so a notebook whose prose stops being true stops executing. The helpers below
@@ -270,6 +271,24 @@ class Claims:
         else:
             raise ValueError(f"unknown direction {direction!r}; valid choices: greater, less, not_less")
         return self._add(claim, f"diff {_fmt(mean)} (SE {_fmt(se)}, N={len(np.asarray(a))})", tol, ok)
+
+    def paired_bound(self, claim: str, a: Sequence[float], b: Sequence[float], *, level: float = 0.95,
+                     paper: float | None = None) -> tuple[float, float]:
+        """Report, without a verdict, the one-sided bounds of ``mean(a - b)`` over the same examples.
+
+        For a fact about *one* network (e.g. the same model certified with two noises):
+        normal bounds from the paired standard error, labelled image-level. Returns
+        ``(lower, upper)``; ``paper`` is shown beside them.
+        """
+        from scipy.stats import norm
+
+        mean, se = paired_difference(a, b)
+        z = float(norm.ppf(level))
+        lower, upper = mean - z * se, mean + z * se
+        self._add(claim, f"diff {_fmt(mean)} (image-level SE {_fmt(se)}, N={len(np.asarray(a))})",
+                  f"{100 * level:g}% one-sided: >= {_fmt(lower)}, <= {_fmt(upper)}", None, "",
+                  "" if paper is None else _fmt(paper))
+        return lower, upper
 
     def at_least(self, claim: str, value: float, bound: float, *, se: float = 0.0, n_se: float = 2.0) -> bool:
         """``value >= bound - n_se * se``."""

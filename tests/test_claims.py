@@ -125,3 +125,13 @@ def test_summary_over_seeds_gives_mean_and_seed_level_se():
     assert table.loc["m", "ACR"] == pytest.approx(0.5) and table.loc["m", "ACR SE"] == pytest.approx(0.2 / np.sqrt(3))
     assert table.loc["m", "0.5"] == pytest.approx(50.0) and table.loc["m", "seeds"] == 3
     assert format_over_seeds(table).loc["m", "ACR"] == "0.500 ± 0.115"
+
+
+def test_paired_bound_reports_image_level_bounds_without_a_verdict():
+    checks = Claims("one network")
+    a, b = np.array([1.0, 0.0, 1.0, 1.0]), np.array([1.0, 0.0, 0.0, 1.0])
+    lower, upper = checks.paired_bound("same model, two noises", a, b, paper=0.03)
+    se = np.std(a - b, ddof=1) / 2
+    assert lower == pytest.approx(0.25 - 1.6449 * se, rel=1e-4) and upper == pytest.approx(0.25 + 1.6449 * se, rel=1e-4)
+    assert checks.table()["verdict"].tolist() == ["reported"]
+    checks.report()  # a reported row never fails
