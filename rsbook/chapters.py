@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from rsbook.params import (Rule, alpha_value, boolean, choice, list_of, mapping, nonneg_float, nonneg_int,
-                           one_or_list, optional, positive_float, positive_int, string)
+                           one_or_list, open_fraction, optional, positive_float, positive_int, string)
 
 __all__ = ["CHAPTER_RULES", "chapter_rules"]
 
@@ -42,11 +42,6 @@ def _ce_modes():
     return CE_MODES
 
 
-def _open_probability(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"parameter {name}={value!r} is invalid: must be a number in the open interval (0, 1)")
-
-
 _paper_table = choice(_paper_tables)
 _method = choice(_objectives)
 
@@ -59,7 +54,7 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
     },
     "01_adre": {
         "lambdas": list_of(nonneg_float, allow_empty=False), "ce": choice(_ce_modes),
-        "floor": optional(_open_probability), "soft_draws": positive_int,
+        "floor": optional(open_fraction), "soft_draws": positive_int,
         "adv_sigmas": list_of(positive_float), "adv_lambda": nonneg_float, "adv_epsilon": positive_float,
         "adv_steps": positive_int, "adv_num_noise": positive_int, "adv_warmup": nonneg_int,
         "t_grid": positive_int, "sim_alpha": alpha_value, "sim_trials": positive_int, "sim_n": positive_int,
@@ -94,9 +89,9 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
     },
     "05_iss": {
         "threads": positive_int, "k_bar": one_or_list(positive_int), "k0": optional(positive_int),
-        "k0_fraction": _open_probability, "U_AD": one_or_list(positive_float, allow_empty=False),
-        "U_RD": one_or_list(_open_probability), "ias_fractions": one_or_list(positive_float),
-        "n_examples": positive_int, "radii": optional(list_of(nonneg_float)), "delta": _open_probability,
+        "k0_fraction": open_fraction, "U_AD": one_or_list(positive_float, allow_empty=False),
+        "U_RD": one_or_list(open_fraction), "ias_fractions": one_or_list(positive_float),
+        "n_examples": positive_int, "radii": optional(list_of(nonneg_float)), "delta": open_fraction,
         "paper_table_name": _paper_table, "paper_sigma": optional(positive_float), "sound_trials": positive_int,
         "sound_alpha": alpha_value,
     },

@@ -174,23 +174,25 @@ def _cmd_benchmark(a):
           f"({a.disagreement_inputs} images x {a.disagreement_n} draws) classified differently than in float32")
 
 
-def _certifier(name):
-    """``(fn, extra_columns)`` of a registered certifier (:data:`rsbook.certify.CERTIFIERS`).
-
-    Chapters register theirs when their module is imported; a name not yet known imports
-    every rsbook module once before giving up.
-    """
+def _import_all() -> None:
+    """Import every rsbook module once, so each paper module has registered its objectives and certifiers."""
     import importlib
     import pkgutil
 
     import rsbook
+
+    for info in pkgutil.iter_modules(rsbook.__path__):
+        if info.name not in ("__main__", "cli"):
+            importlib.import_module(f"rsbook.{info.name}")
+
+
+def _certifier(name):
+    """``(fn, extra_columns)`` of a registered certifier (:data:`rsbook.certify.CERTIFIERS`)."""
     from rsbook._checks import check_choice
     from rsbook.certify import CERTIFIERS
 
     if name not in CERTIFIERS:
-        for info in pkgutil.iter_modules(rsbook.__path__):
-            if info.name not in ("__main__", "cli"):
-                importlib.import_module(f"rsbook.{info.name}")
+        _import_all()
     check_choice(name, CERTIFIERS, "certifier")
     return CERTIFIERS[name]
 
@@ -445,14 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registered(kind: str) -> list[str]:
     """Names in the objective or certifier registry, with every paper module imported (they register there)."""
-    import importlib
-    import pkgutil
-
-    import rsbook
-
-    for info in pkgutil.iter_modules(rsbook.__path__):
-        if info.name not in ("__main__", "cli"):
-            importlib.import_module(f"rsbook.{info.name}")
+    _import_all()
     if kind == "objectives":
         from rsbook.train import OBJECTIVES
 

@@ -24,7 +24,7 @@ import os
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["check_parameters", "check_overrides", "notebook_parameters", "RULES", "positive_float",
-           "nonneg_float", "positive_int", "nonneg_int", "integer", "alpha_value", "probability", "list_of",
+           "nonneg_float", "positive_int", "nonneg_int", "integer", "alpha_value", "open_fraction", "probability", "list_of",
            "optional", "one_or_list", "choice", "boolean", "string", "mapping", "Rule"]
 
 Rule = Callable[[str, Any], None]
@@ -56,6 +56,11 @@ def probability(name, value):
 def alpha_value(name, value):
     if not _is_number(value) or not (0 < value < 1):
         _fail(name, value, "must be a failure probability in the open interval (0, 1)")
+
+
+def open_fraction(name, value):
+    if not _is_number(value) or not (0 < value < 1):
+        _fail(name, value, "must be a number in the open interval (0, 1)")
 
 
 def integer(name, value):
