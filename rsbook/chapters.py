@@ -79,7 +79,8 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
         "lambdas": list_of(nonneg_float), "trace_training": boolean, "corruption_sigma": positive_float,
         "corruption_skip": positive_int, "corruption_n0": positive_int, "corruption_n": positive_int,
         "cifar10c_root": optional(string), "reference_logs": optional(string), "reference_table1": mapping,
-        "reference_cifar10c": mapping,
+        "reference_cifar10c": mapping, "large_radius_methods": list_of(_method), "large_radius_n": positive_int,
+        "large_radius_skip": positive_int,
     },
     "04_non_gaussian": {
         "threads": positive_int, "families": list_of(choice(("l2", "linf")), allow_empty=False),

@@ -87,6 +87,8 @@ def test_radius_cap_is_the_radius_of_a_unanimous_vote(n):
 def test_radius_cap_values_the_chapters_quote():
     assert radius_cap(1.0, 0.001, 300) == pytest.approx(2.00, abs=0.005)  # CAT-RS's default budget: 2.00 sigma
     assert radius_cap(1.0, 0.001, 256) == pytest.approx(1.93, abs=0.005)  # SmoothAdv's: 1.93 sigma
+    assert radius_cap(1.0, 0.001, 1000) == pytest.approx(2.46, abs=0.005)  # SmoothAdv's default now
+    assert radius_cap(1.0, 0.001, 2000) == pytest.approx(2.70, abs=0.005)  # ADRE's
     assert radius_cap(0.25, 0.001, 100_000) == pytest.approx(0.953, abs=0.001)
     with pytest.raises(ValueError, match="alpha"):
         radius_cap(0.5, 1.5, 100)
