@@ -13,8 +13,8 @@ paper") is checked with a tolerance derived from its standard error:
 * :meth:`Claims.holds` -- an exact fact (e.g. "no certificate was broken");
 * :meth:`Claims.over_seeds` -- a claim about *methods* (or their hyper-parameters): the
   per-seed paired difference on the same test images, averaged over ``S >= 3``
-  independently trained seeds, with a t interval on ``S - 1`` degrees of freedom
-  (:func:`seed_difference`). Test images answer "do these two networks differ?"; seeds
+  independently trained seeds, with a t interval whose standard error counts the seeds and the
+  test images (:func:`seed_difference`). Test images answer "do these two networks differ?"; seeds
   answer "do the methods differ?", which is what a chapter's prose claims. A "not worse
   than" claim states its margin and where the margin comes from; the paper's effect is
   shown beside ours;
@@ -62,19 +62,22 @@ class SeedDifference:
     """A method difference over independently trained seeds (see :func:`seed_difference`)."""
 
     mean: float          # mean over seeds of the per-seed paired difference
-    se: float            # its standard error across seeds, sd(d_s) / sqrt(S)
+    se: float            # its standard error over seeds *and* test images (see seed_difference)
     seeds: int           # S
     level: float         # confidence level of ``lower``/``upper``
-    lower: float         # two-sided t interval on S - 1 degrees of freedom
+    lower: float         # two-sided t interval (Satterthwaite's degrees of freedom)
     upper: float
     lower_one_sided: float   # one-sided bound at ``level``: the difference is >= this
     upper_one_sided: float   # ... and <= this
     per_seed: tuple[float, ...]
     image_se: float      # the image-level paired SE pooling all seeds' images (ignores seed variance)
+    seed_se: float = float("nan")   # sd(d_s) / sqrt(S): the seed part alone (test images held fixed)
+    images: int = 0      # N, the test images every seed was certified on (0: they differ between seeds)
 
     def __str__(self) -> str:
+        over = f"{self.seeds} seeds x {self.images} images" if self.images else f"{self.seeds} seeds"
         return (f"{_fmt(self.mean)} [{_fmt(self.lower)}, {_fmt(self.upper)}] "
-                f"({100 * self.level:g}% t-interval over {self.seeds} seeds)")
+                f"({100 * self.level:g}% t-interval over {over})")
 
     def versus(self, paper: float) -> str:
         """How the paper's effect compares with ours: consistent, smaller, larger or opposite.
@@ -92,17 +95,30 @@ class SeedDifference:
 
 def seed_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Sequence[float]],
                     level: float = 0.95) -> SeedDifference:
-    """Mean over seeds of ``mean_i(a_si - b_si)``, with a t interval across seeds.
+    """Mean over seeds of ``mean_i(a_si - b_si)``, with a t interval over seeds and test images.
 
     ``a_by_seed[s]`` and ``b_by_seed[s]`` are per-example values (e.g. :func:`certified_at`,
     :func:`per_example_radius`) of the two methods trained with seed ``s``, on the same test
-    examples. Each seed gives one paired difference ``d_s``; the estimate is ``mean(d_s)``
-    and its standard error ``sd(d_s) / sqrt(S)``, so the training-seed variance, which the
-    image-level SE leaves out, is in the interval. The interval uses Student's t with
-    ``S - 1`` degrees of freedom: with 3 seeds its half-width is 4.30 SE at 95%, and that
-    width is the honest price of 3 seeds. ``image_se`` is the paired SE over all seeds'
-    images pooled, for contrast (it under-covers when seeds differ; ``tests/test_claims.py``
-    measures both coverages on a simulated two-level case).
+    examples. Each seed gives one paired difference ``d_s``; the estimate is ``mean(d_s)``.
+    Two sources of error are in its standard error, as in a two-way layout
+    ``d_si = mu + a_s + b_i + e_si``: the training seeds (``a_s``, which the image-level SE
+    leaves out) and the test images (``b_i``: a method may be better on some digits than on
+    others, and another test sample would hold other digits). When every seed was certified
+    on the same N images,
+
+        se^2 = var_s(d_s) / S + var_i(dbar_i) / N - MS_e / (S N),
+
+    with ``dbar_i`` the per-image difference averaged over seeds and ``MS_e`` the residual
+    mean square of the two-way table (the last term removes the interaction counted twice):
+    this is ``(MS_seed + MS_image - MS_e) / (S N)`` of the two-way analysis of variance, with the
+    image component ``MS_image - MS_e`` kept >= 0, so it is never below the seed part
+    ``var_s(d_s) / S`` alone (``seed_se``). With images that differ between seeds only the seed
+    part is available. The interval uses Student's t with Satterthwaite's degrees of freedom for
+    the sum of the two parts: ``S - 1`` when the image part is 0 (with 3 seeds the half-width is
+    4.30 SE at 95%, the honest price of 3 seeds), more as the image part, estimated from N - 1
+    degrees of freedom, takes over. ``image_se`` is the paired SE over all seeds' images
+    pooled, for contrast. ``tests/test_claims.py`` measures the coverage of all three on
+    simulated two-level cases whose answer is known.
     """
     from scipy.stats import t as student_t
 
@@ -122,14 +138,27 @@ def seed_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Se
         pooled.append(a - b)
     d = np.asarray(diffs)
     k = len(d)
-    se = float(d.std(ddof=1) / math.sqrt(k))
-    two = float(student_t.ppf(0.5 + level / 2, k - 1))
-    one = float(student_t.ppf(level, k - 1))
+    seed_se = float(d.std(ddof=1) / math.sqrt(k))
+    se, n_images, df = seed_se, 0, k - 1
+    if len({len(x) for x in pooled}) == 1 and len(pooled[0]) > 1:   # the same N images for every seed
+        table = np.vstack(pooled)                                  # S x N
+        n_images = table.shape[1]
+        image_means = table.mean(axis=0)
+        resid = table - table.mean(axis=1, keepdims=True) - image_means[None, :] + table.mean()
+        ms_e = float((resid ** 2).sum() / ((k - 1) * (n_images - 1)))
+        ms_image = k * image_means.var(ddof=1)
+        seed_part = seed_se ** 2                                        # MS_seed / (S N), S - 1 df
+        image_part = max(0.0, ms_image - ms_e) / (k * n_images)         # sigma_b^2 / N, kept >= 0
+        se = float(math.sqrt(seed_part + image_part))
+        if image_part > 0:   # Satterthwaite: the image part is estimated from N - 1 df, not S - 1
+            df = (seed_part + image_part) ** 2 / (seed_part ** 2 / (k - 1) + image_part ** 2 / (n_images - 1))
+    two = float(student_t.ppf(0.5 + level / 2, df))
+    one = float(student_t.ppf(level, df))
     all_d = np.concatenate(pooled)
     image_se = float(all_d.std(ddof=1) / math.sqrt(len(all_d))) if len(all_d) > 1 else float("nan")
     mean = float(d.mean())
     return SeedDifference(mean, se, k, level, mean - two * se, mean + two * se, mean - one * se, mean + one * se,
-                          tuple(diffs), image_se)
+                          tuple(diffs), image_se, seed_se, n_images)
 
 
 def _frame(log) -> pd.DataFrame:

@@ -41,17 +41,72 @@ def test_seed_level_interval_covers_at_its_nominal_rate_and_the_image_level_se_d
     assert abs(seed_cov0 - 0.95) <= tolerance and abs(image_cov0 - 0.95) <= tolerance
 
 
+def _image_effect_coverage(image_sd, replications=1000, seeds=3, images=120, effect=0.05, seed_sd=0.005, rng_seed=3):
+    """Coverage when the *difference* between the methods varies from test image to test image.
+
+    Per-example values (radius-like, Gaussian): method A is better by ``effect + c_i`` on
+    image i, ``c_i ~ N(0, image_sd^2)`` drawn afresh with the test sample of each replication
+    (another test set holds other digits), so the method effect is ``effect`` on average
+    over test images. Returns the coverage of the two-way interval (``d.lower, d.upper``) and
+    of the seed part alone (a t interval on ``seed_se`` with S - 1 df).
+    """
+    from scipy.stats import t as student_t
+
+    rng = np.random.default_rng(rng_seed)
+    two = student_t.ppf(0.975, seeds - 1)
+    hits = seed_only = 0
+    for _ in range(replications):
+        base = rng.uniform(0.2, 0.6, images)
+        c = rng.normal(0.0, image_sd, images)
+        shifts = rng.normal(0.0, seed_sd, (2, seeds))
+        a = [base + effect + c + shifts[0, s] + rng.normal(0, 0.05, images) for s in range(seeds)]
+        b = [base + shifts[1, s] + rng.normal(0, 0.05, images) for s in range(seeds)]
+        d = seed_difference(a, b, level=0.95)
+        hits += d.lower <= effect <= d.upper
+        seed_only += abs(d.mean - effect) <= two * d.seed_se
+    return hits / replications, seed_only / replications
+
+
+def test_the_interval_includes_the_test_image_variance():
+    """The seeds answer "would another training run agree?", the images "would another test sample?". Both count."""
+    tolerance = 3 * np.sqrt(0.95 * 0.05 / 1000)
+    two_way, seed_only = _image_effect_coverage(image_sd=0.2)
+    print(f"method effect varies over test images (sd 0.2): two-way interval covers {two_way:.3f}, "
+          f"the seed part alone {seed_only:.3f} (nominal 0.95)")
+    assert abs(two_way - 0.95) <= tolerance
+    assert seed_only < 0.85              # holding the test images fixed is overconfident here
+
+
 def test_seed_difference_arithmetic():
     a = [np.array([1.0, 1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0])]
     b = [np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0]), np.array([1.0, 1.0, 0.0, 1.0])]
     d = seed_difference(a, b)
-    assert d.per_seed == (0.25, 0.25, 0.25) and d.mean == 0.25 and d.se == 0.0
+    assert d.per_seed == (0.25, 0.25, 0.25) and d.mean == 0.25 and d.seed_se == 0.0 and d.images == 4
+
+    def two_way_se(table):   # by hand: (MS_seed + max(0, MS_image - MS_e)) / (S N) of the S x N table
+        s_, n_ = table.shape
+        resid = table - table.mean(1, keepdims=True) - table.mean(0)[None] + table.mean()
+        ms_e = (resid ** 2).sum() / ((s_ - 1) * (n_ - 1))
+        ms_seed, ms_img = n_ * table.mean(1).var(ddof=1), s_ * table.mean(0).var(ddof=1)
+        return np.sqrt((ms_seed + max(0.0, ms_img - ms_e)) / (s_ * n_))
+
+    # the seeds agree on their means, and image by image they disagree more than the images differ:
+    # no image component is left, and the error is the seed part alone (0 here)
+    assert d.se == pytest.approx(two_way_se(np.array([[1.0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]))) and d.se == 0
+    # the same image wins in every seed: an image component (the test sample), not a seed one
+    same = seed_difference([np.array([1.0, 0, 0, 0])] * 3, [np.zeros(4)] * 3)
+    assert same.seed_se == 0 and same.se > 0 and same.se == pytest.approx(two_way_se(np.array([[1.0, 0, 0, 0]] * 3)))
     a[2] = np.array([1.0, 1.0, 0.0, 1.0])  # per-seed differences 0.25, 0.25, 0
     d = seed_difference(a, b)
     sd = np.std([0.25, 0.25, 0.0], ddof=1)
-    assert d.mean == pytest.approx(1 / 6) and d.se == pytest.approx(sd / np.sqrt(3))
+    assert d.mean == pytest.approx(1 / 6) and d.seed_se == pytest.approx(sd / np.sqrt(3))
+    assert d.se == pytest.approx(two_way_se(np.array([[1.0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]])))
+    assert d.se >= d.seed_se
     assert d.upper - d.mean == pytest.approx(4.302653 * d.se, rel=1e-6)  # t(0.975, 2 df)
     assert d.mean - d.lower_one_sided == pytest.approx(2.919986 * d.se, rel=1e-6)  # t(0.95, 2 df)
+    # images that differ between seeds: only the seed part is available
+    d = seed_difference([x[:3] if i == 0 else x for i, x in enumerate(a)], [x[:3] if i == 0 else x for i, x in enumerate(b)])
+    assert d.images == 0 and d.se == d.seed_se
 
 
 def test_method_claims_need_three_seeds_a_stated_margin_and_a_radius_below_the_cap():
