@@ -65,7 +65,7 @@ class SeedDifference:
     se: float            # its standard error over seeds *and* test images (see seed_difference)
     seeds: int           # S
     level: float         # confidence level of ``lower``/``upper``
-    lower: float         # two-sided t interval (Satterthwaite's degrees of freedom)
+    lower: float         # two-sided interval (see seed_difference)
     upper: float
     lower_one_sided: float   # one-sided bound at ``level``: the difference is >= this
     upper_one_sided: float   # ... and <= this
@@ -113,10 +113,13 @@ def seed_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Se
     this is ``(MS_seed + MS_image - MS_e) / (S N)`` of the two-way analysis of variance, with the
     image component ``MS_image - MS_e`` kept >= 0, so it is never below the seed part
     ``var_s(d_s) / S`` alone (``seed_se``). With images that differ between seeds only the seed
-    part is available. The interval uses Student's t with Satterthwaite's degrees of freedom for
-    the sum of the two parts: ``S - 1`` when the image part is 0 (with 3 seeds the half-width is
-    4.30 SE at 95%, the honest price of 3 seeds), more as the image part, estimated from N - 1
-    degrees of freedom, takes over. ``image_se`` is the paired SE over all seeds' images
+    part is available. The interval gives each part its own Student t quantile, ``S - 1``
+    degrees of freedom for the seed part and ``N - 1`` for the image part, and adds the two
+    half-widths in quadrature (in the manner of Graybill and Wang's intervals for sums of
+    variance components): with no image part it is the seed-level t interval (with 3 seeds its
+    half-width is 4.30 seed SE at 95%, the honest price of 3 seeds), and when both parts are of
+    the same size it keeps its coverage, where one pooled t with Satterthwaite's degrees of
+    freedom under-covers. ``image_se`` is the paired SE over all seeds' images
     pooled, for contrast. ``tests/test_claims.py`` measures the coverage of all three on
     simulated two-level cases whose answer is known.
     """
@@ -139,7 +142,7 @@ def seed_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Se
     d = np.asarray(diffs)
     k = len(d)
     seed_se = float(d.std(ddof=1) / math.sqrt(k))
-    se, n_images, df = seed_se, 0, k - 1
+    se, n_images, image_part = seed_se, 0, 0.0
     if len({len(x) for x in pooled}) == 1 and len(pooled[0]) > 1:   # the same N images for every seed
         table = np.vstack(pooled)                                  # S x N
         n_images = table.shape[1]
@@ -150,14 +153,17 @@ def seed_difference(a_by_seed: Sequence[Sequence[float]], b_by_seed: Sequence[Se
         seed_part = seed_se ** 2                                        # MS_seed / (S N), S - 1 df
         image_part = max(0.0, ms_image - ms_e) / (k * n_images)         # sigma_b^2 / N, kept >= 0
         se = float(math.sqrt(seed_part + image_part))
-        if image_part > 0:   # Satterthwaite: the image part is estimated from N - 1 df, not S - 1
-            df = (seed_part + image_part) ** 2 / (seed_part ** 2 / (k - 1) + image_part ** 2 / (n_images - 1))
-    two = float(student_t.ppf(0.5 + level / 2, df))
-    one = float(student_t.ppf(level, df))
+
+    def half_width(q):   # each part with its own t quantile (S - 1 and N - 1 df), combined in quadrature
+        t_seed = float(student_t.ppf(q, k - 1))
+        t_image = float(student_t.ppf(q, n_images - 1)) if n_images > 1 else 0.0
+        return math.sqrt((t_seed * seed_se) ** 2 + t_image ** 2 * image_part)
+
+    two, one = half_width(0.5 + level / 2), half_width(level)
     all_d = np.concatenate(pooled)
     image_se = float(all_d.std(ddof=1) / math.sqrt(len(all_d))) if len(all_d) > 1 else float("nan")
     mean = float(d.mean())
-    return SeedDifference(mean, se, k, level, mean - two * se, mean + two * se, mean - one * se, mean + one * se,
+    return SeedDifference(mean, se, k, level, mean - two, mean + two, mean - one, mean + one,
                           tuple(diffs), image_se, seed_se, n_images)
 
 

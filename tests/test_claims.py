@@ -67,6 +67,35 @@ def _image_effect_coverage(image_sd, replications=1000, seeds=3, images=120, eff
     return hits / replications, seed_only / replications
 
 
+def test_the_interval_keeps_its_coverage_when_seeds_and_images_weigh_alike():
+    """The chapters' own regime (binary outcomes, 3 seeds, 180 images, seed SE 2-3 x the image SE).
+
+    There one pooled t with Satterthwaite's degrees of freedom under-covers (measured 0.93);
+    the interval of seed_difference, each part with its own t quantile, must not.
+    """
+    from scipy.stats import t as student_t
+
+    rng = np.random.default_rng(5)
+    replications, seeds, images, effect = 2000, 3, 180, 0.05
+    hits = pooled_hits = 0
+    for _ in range(replications):
+        base = rng.uniform(0.2, 0.6, images)
+        c = rng.normal(0.0, 0.25, images)
+        shifts = rng.normal(0.0, 0.01, (2, seeds))
+        a = [(rng.random(images) < np.clip(base + effect + c + shifts[0, s], 0, 1)).astype(float) for s in range(seeds)]
+        b = [(rng.random(images) < np.clip(base + shifts[1, s], 0, 1)).astype(float) for s in range(seeds)]
+        d = seed_difference(a, b)
+        hits += d.lower <= effect <= d.upper
+        seed_part, image_part = d.seed_se ** 2, d.se ** 2 - d.seed_se ** 2
+        df = (seed_part + image_part) ** 2 / (seed_part ** 2 / (seeds - 1) + image_part ** 2 / (images - 1))
+        pooled_hits += abs(d.mean - effect) <= student_t.ppf(0.975, df) * d.se
+    tolerance = 3 * np.sqrt(0.95 * 0.05 / replications)
+    print(f"seed and image parts alike: seed_difference covers {hits / replications:.3f}, "
+          f"one pooled Satterthwaite t {pooled_hits / replications:.3f} (nominal 0.95)")
+    assert hits / replications >= 0.95 - tolerance
+    assert pooled_hits / replications < hits / replications
+
+
 def test_the_interval_includes_the_test_image_variance():
     """The seeds answer "would another training run agree?", the images "would another test sample?". Both count."""
     tolerance = 3 * np.sqrt(0.95 * 0.05 / 1000)
@@ -102,8 +131,11 @@ def test_seed_difference_arithmetic():
     assert d.mean == pytest.approx(1 / 6) and d.seed_se == pytest.approx(sd / np.sqrt(3))
     assert d.se == pytest.approx(two_way_se(np.array([[1.0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]])))
     assert d.se >= d.seed_se
-    assert d.upper - d.mean == pytest.approx(4.302653 * d.se, rel=1e-6)  # t(0.975, 2 df)
-    assert d.mean - d.lower_one_sided == pytest.approx(2.919986 * d.se, rel=1e-6)  # t(0.95, 2 df)
+    # half-width: t(0.975, 2) on the seed part and t(0.975, 3) on the image part, in quadrature
+    image_part = d.se ** 2 - d.seed_se ** 2
+    assert d.upper - d.mean == pytest.approx(np.hypot(4.302653 * d.seed_se, 3.182446 * np.sqrt(image_part)), rel=1e-6)
+    assert d.mean - d.lower_one_sided == pytest.approx(np.hypot(2.919986 * d.seed_se, 2.353363 * np.sqrt(image_part)),
+                                                       rel=1e-6)
     # images that differ between seeds: only the seed part is available
     d = seed_difference([x[:3] if i == 0 else x for i, x in enumerate(a)], [x[:3] if i == 0 else x for i, x in enumerate(b)])
     assert d.images == 0 and d.se == d.seed_se
