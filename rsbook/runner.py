@@ -18,7 +18,7 @@ from typing import Mapping
 
 import yaml
 
-__all__ = ["list_presets", "load_parameters", "run_notebook", "parse_overrides", "check_data", "NotebookFailed"]
+__all__ = ["list_presets", "load_parameters", "preset_metadata", "PRESET_METADATA", "run_notebook", "parse_overrides", "check_data", "NotebookFailed"]
 
 
 class NotebookFailed(RuntimeError):
@@ -60,7 +60,24 @@ def load_parameters(notebook: str | os.PathLike, preset: str | None = None,
         raise ValueError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
-    return params
+    # what the preset says about itself (the paper experiment it runs, its deviations) is not a parameter
+    return {k: v for k, v in params.items() if k not in PRESET_METADATA}
+
+
+#: keys of a preset that describe it rather than set a notebook parameter (rsbook.paper_settings reads them)
+PRESET_METADATA = ("paper_experiment", "deviations", "purpose")
+
+
+def preset_metadata(notebook: str | os.PathLike, preset: str) -> dict:
+    """``paper_experiment``, ``deviations`` and ``purpose`` of a preset (absent keys: None / {})."""
+    path = _preset_dir(Path(notebook)) / f"{preset}.yaml"
+    if not path.exists():
+        choices = ", ".join(list_presets(notebook)) or "(none)"
+        raise ValueError(f"unknown preset {preset!r} for {Path(notebook).name}; valid choices: {choices}")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    return {"paper_experiment": raw.get("paper_experiment"), "deviations": dict(raw.get("deviations") or {}),
+            "purpose": raw.get("purpose")}
 
 
 def _yaml_problem(err) -> str:

@@ -87,6 +87,8 @@ def test_readme_commands_and_ci_agree():
 def test_every_preset_is_a_mapping_of_notebook_parameters():
     import json
 
+    from rsbook.runner import PRESET_METADATA
+
     for preset in (REPO / "notebooks" / "presets").glob("*/*.yaml"):
         notebook = REPO / "notebooks" / f"{preset.parent.name}.ipynb"
         assert notebook.exists(), f"preset {preset} has no notebook {notebook.name}"
@@ -95,7 +97,7 @@ def test_every_preset_is_a_mapping_of_notebook_parameters():
         names = set(re.findall(r"^(\w+)\s*=", "".join(params["source"]), flags=re.M))
         values = yaml.safe_load(preset.read_text())
         assert isinstance(values, dict)
-        unknown = set(values) - names
+        unknown = set(values) - names - set(PRESET_METADATA)   # what the preset says about itself
         assert not unknown, f"{preset.name} sets parameters the notebook does not have: {unknown}"
 
 
@@ -103,12 +105,13 @@ def test_every_preset_passes_the_runners_parameter_checks():
     """`rsbook run --preset P` must not be refused: names, kinds and values of every preset are valid."""
     from rsbook.chapters import chapter_rules
     from rsbook.params import check_overrides
+    from rsbook.runner import load_parameters
 
     failures = []
     for preset in sorted((REPO / "notebooks" / "presets").glob("*/*.yaml")):
         notebook = REPO / "notebooks" / f"{preset.parent.name}.ipynb"
         try:
-            check_overrides(notebook, yaml.safe_load(preset.read_text()) or {}, extra=chapter_rules(notebook))
+            check_overrides(notebook, load_parameters(notebook, preset.stem), extra=chapter_rules(notebook))
         except ValueError as err:
             failures.append(f"{preset.parent.name}/{preset.name}: {err}")
     assert not failures, "\n".join(failures)
