@@ -49,7 +49,18 @@ def paper_experiments(chapter: str) -> dict[str, dict]:
             if not isinstance(entry, dict) or "value" not in entry or not entry.get("source"):
                 raise ValueError(f"{path.name}: {name}.{param} needs a value and a source, got {entry!r}")
         exp.setdefault("unexpressed", [])
+        exp["not_stated"] = dict(exp.get("not_stated") or {})
+        for param, why in exp["not_stated"].items():
+            if param in exp["settings"] or not str(why or "").strip():
+                raise ValueError(f"{path.name}: {name}.not_stated.{param} needs a reason and must not also be a setting")
     return experiments
+
+
+#: what every training experiment records, as a setting or under ``not_stated`` with the reason
+#: (only those that are parameters of the chapter's notebook); a value the paper states and the file
+#: leaves out could otherwise never be found deviating
+CORE_SETTINGS = ("dataset", "arch", "epochs", "lr", "schedule", "step_size", "batch_size", "batch_counts",
+                 "sigmas", "sigma", "n0", "n", "alpha", "skip")
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -113,8 +124,14 @@ def preset_rows(notebook: str | os.PathLike) -> list[dict]:
             if param not in settings:   # a deviation from what the paper does not state: the book's choice
                 value = params.get(param, defaults.get(param))
                 status = "deviation" if param in defaults and reason else "not a parameter"
-                rows.append({**base, "parameter": param, "paper": "(not stated)", "source": None,
-                             "preset value": value, "status": status, "reason": reason})
+                stated = experiments[name]["not_stated"]
+                rows.append({**base, "parameter": param,
+                             "paper": "(not stated)" if param in stated else "(no paper value)",
+                             "source": stated.get(param), "preset value": value, "status": status, "reason": reason})
+        for param in CORE_SETTINGS:     # a core setting neither recorded nor declared not stated
+            if param in defaults and param not in settings and param not in experiments[name]["not_stated"]:
+                rows.append({**base, "parameter": param, "paper": None, "source": None, "preset value": None,
+                             "status": "not recorded", "reason": None})
     return rows
 
 
@@ -128,6 +145,9 @@ def check_presets(notebook: str | os.PathLike) -> list[str]:
                             "and no reason under deviations:")
         elif r["status"] == "stale":
             problems.append(f"{what} is listed under deviations but equals the paper's {r['paper']!r}")
+        elif r["status"] == "not recorded":
+            problems.append(f"{what}: the experiment {r['experiment']!r} records no value for this core setting; "
+                            "give the paper's (with its source) or list it under not_stated: with the reason")
         elif r["status"] in ("not a parameter", "no experiment", "no purpose"):
             problems.append(f"{what}: {r['status']}" + (f" ({r['reason']})" if r["reason"] else ""))
         elif r["status"] == "deviation" and not str(r["reason"] or "").strip():
@@ -162,5 +182,5 @@ def deviations_table(notebook: str | os.PathLike):
 
 
 def _short(value: Any, width: int = 40) -> str:
-    text = "—" if value is None else str(value)
+    text = "null" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -25,7 +25,9 @@ def test_every_setting_has_a_source_and_every_full_scale_preset_names_its_experi
     for r in preset_rows(chapter):
         preset = yaml.safe_load((ROOT / "notebooks" / "presets" / chapter / f"{r['preset']}.yaml").read_text())
         if preset.get("dataset", "digits") not in ("digits", "toy2d") and r["experiment"] is None:
-            assert r["reason"], f"{chapter}/{r['preset']}: a full-scale preset without an experiment needs a purpose"
+            # only a smoke run of the full-scale code path may opt out: a run of one epoch at most
+            assert r["reason"] and preset.get("epochs", 99) <= 1, \
+                f"{chapter}/{r['preset']}: a full-scale preset must name its paper experiment (only a smoke run may not)"
 
 
 def test_the_check_finds_a_silent_deviation_and_a_stale_one(tmp_path):
@@ -60,3 +62,20 @@ def test_same_value():
     assert same_value(0.1 + 0.2, 0.3) and same_value([0.25, 0.5], (0.25, 0.5)) and same_value({0.5: 1}, {0.5: 1.0})
     assert not same_value(256, 400) and not same_value(True, 1) and not same_value([1, 2], [1, 2, 3])
     assert same_value(None, None) and not same_value(None, 0.0) and same_value("step", "step")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_papers_numbers_printed_beside_a_preset_are_for_its_dataset(chapter):
+    """An ImageNet run must not print CIFAR-10 numbers as "the paper's" (the table name says its dataset)."""
+    from rsbook.plan import notebook_defaults
+    from rsbook.runner import list_presets, load_parameters
+
+    notebook = ROOT / "notebooks" / f"{chapter}.ipynb"
+    defaults = notebook_defaults(notebook)
+    wrong = []
+    for preset in list_presets(notebook):
+        params = {**defaults, **load_parameters(notebook, preset)}
+        table, dataset = params.get("paper_table_name"), params.get("dataset")
+        if table and dataset not in ("digits", "toy2d") and dataset not in table:
+            wrong.append(f"{preset}: dataset {dataset!r}, paper_table_name {table!r}")
+    assert not wrong, "\n".join(wrong)
