@@ -165,13 +165,13 @@ def deviations_table(notebook: str | os.PathLike):
 
     notebook = _notebook(notebook)
     experiments = paper_experiments(notebook.stem)
-    rows = []
-    for r in preset_rows(notebook):
+    rows, preset_list = [], preset_rows(notebook)
+    for r in preset_list:
         if r["status"] == "deviation":
             rows.append({"preset": r["preset"], "setting": r["parameter"], "paper": _short(r["paper"]),
                          "preset value": _short(r["preset value"]), "why": r["reason"]})
     seen = set()
-    for r in preset_rows(notebook):
+    for r in preset_list:
         name = r["experiment"]
         if name in experiments and name not in seen:
             seen.add(name)

@@ -34,10 +34,8 @@ def list_presets(notebook: str | os.PathLike) -> list[str]:
     return sorted(p.stem for p in _preset_dir(Path(notebook)).glob("*.yaml"))
 
 
-def load_parameters(notebook: str | os.PathLike, preset: str | None = None,
-                    params_file: str | os.PathLike | None = None) -> dict:
-    """The parameter mapping of a preset or a YAML file (empty = the notebook's defaults)."""
-    notebook = Path(notebook)
+def _read_yaml_mapping(notebook: Path, preset: str | None, params_file) -> dict:
+    """The whole mapping of a preset or a YAML file, checked (empty when neither is given)."""
     if preset is not None and params_file is not None:
         raise ValueError("give either preset or params_file, not both")
     if preset is not None:
@@ -60,6 +58,13 @@ def load_parameters(notebook: str | os.PathLike, preset: str | None = None,
         raise ValueError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
+    return params
+
+
+def load_parameters(notebook: str | os.PathLike, preset: str | None = None,
+                    params_file: str | os.PathLike | None = None) -> dict:
+    """The parameter mapping of a preset or a YAML file (empty = the notebook's defaults)."""
+    params = _read_yaml_mapping(Path(notebook), preset, params_file)
     # what the preset says about itself (the paper experiment it runs, its deviations) is not a parameter
     return {k: v for k, v in params.items() if k not in PRESET_METADATA}
 
@@ -70,12 +75,7 @@ PRESET_METADATA = ("paper_experiment", "deviations", "purpose")
 
 def preset_metadata(notebook: str | os.PathLike, preset: str) -> dict:
     """``paper_experiment``, ``deviations`` and ``purpose`` of a preset (absent keys: None / {})."""
-    path = _preset_dir(Path(notebook)) / f"{preset}.yaml"
-    if not path.exists():
-        choices = ", ".join(list_presets(notebook)) or "(none)"
-        raise ValueError(f"unknown preset {preset!r} for {Path(notebook).name}; valid choices: {choices}")
-    with open(path) as fh:
-        raw = yaml.safe_load(fh) or {}
+    raw = _read_yaml_mapping(Path(notebook), preset, None)
     return {"paper_experiment": raw.get("paper_experiment"), "deviations": dict(raw.get("deviations") or {}),
             "purpose": raw.get("purpose")}
 
