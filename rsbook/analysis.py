@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["read_log", "acr", "certified_accuracy", "envelope", "paper_table", "available_paper_tables",
+__all__ = ["read_log", "acr", "certified_accuracy", "at_cap", "envelope", "paper_table", "available_paper_tables",
            "summary_table", "summary_over_seeds", "format_over_seeds"]
 
 _REQUIRED = ("idx", "label", "predict", "radius", "correct")
@@ -90,6 +90,17 @@ def acr(log) -> float:
     if len(frame) == 0:
         raise ValueError("cannot compute ACR of an empty log")
     return float((frame["radius"] * (frame["correct"] == 1)).mean())
+
+
+def at_cap(log) -> np.ndarray:
+    """Per example, in ``idx`` order: certified correctly with every one of its ``n`` votes for the class.
+
+    Such a certificate sits exactly at the cap ``sigma Phi^-1(alpha^(1/n))`` of its budget
+    (:func:`rsbook.stats.radius_cap`): its true radius is unknown, only that it is at least the
+    cap, so a mean radius over such examples is a truncated (censored) mean.
+    """
+    frame = _frame(log).sort_values("idx")
+    return ((frame["count"] == frame["n"]) & (frame["correct"] == 1)).to_numpy()
 
 
 def certified_accuracy(log, radii: Sequence[float] | float) -> np.ndarray | float:

@@ -79,3 +79,15 @@ def test_paper_tables_carry_citations():
     assert cohen.loc[0.5, "ACR"] == pytest.approx(0.525)
     with pytest.raises(ValueError, match="valid choices"):
         paper_table("nope")
+
+
+def test_at_cap_marks_correct_unanimous_certificates_in_idx_order():
+    import pandas as pd
+
+    from rsbook.analysis import at_cap
+
+    log = pd.DataFrame({"idx": [2, 0, 1, 3], "label": [1, 0, 1, 0], "predict": [1, 0, 0, 0],
+                        "radius": [0.9, 0.9, 0.9, 0.1], "correct": [1, 1, 0, 1], "count": [100, 100, 100, 60],
+                        "n": [100, 100, 100, 100]})
+    # idx 0: correct and unanimous; idx 1: unanimous but wrong; idx 2: correct and unanimous; idx 3: not unanimous
+    assert at_cap(log).tolist() == [True, False, True, False]
