@@ -44,7 +44,7 @@ from rsbook.train import Objective, ObjectiveOutput, register_objective
 
 __all__ = ["ADRE", "ADREPGD", "smoothed_log_probs", "runner_up", "adre_loss_terms", "adre_attack_loss",
            "TCertificate", "t_certificate_from_counts", "t_certify_counts_batch", "choose_alpha_prime",
-           "upper_bound_b", "CE_MODES", "COMBINE", "VARIANTS", "certify_view", "runner_up_fraction", "soft_runner_up"]
+           "upper_bound_b", "certificate_failures", "t_certify_soundness", "CE_MODES", "COMBINE", "VARIANTS", "certify_view", "runner_up_fraction", "soft_runner_up"]
 
 #: how the cross-entropy term averages the k draws: eq. (7) (``"all"``) or one random draw per
 #: example (``"single"``, what the paper's Table 1 CIFAR-10 runs did)
@@ -52,9 +52,11 @@ CE_MODES = ("all", "single")
 #: how T-CERTIFY combines the other classes' counts into p_B_upper: the paper's sum (eq. 14) or
 #: the largest single-class bound (valid too, and never looser; see :func:`upper_bound_b`)
 COMBINE = ("sum", "max")
-#: T-CERTIFY variants: ``"grid"`` (Alg. 2, max over the alpha' grid after seeing the counts) and
-#: ``"exact"`` (alpha' chosen from the n0 selection counts only; guarantee exactly 1 - alpha)
-VARIANTS = ("grid", "exact")
+#: T-CERTIFY variants: ``"grid"`` (Alg. 2, max over the alpha' grid after seeing the counts: no proof
+#: of level alpha, a union bound gives 1.9 alpha), ``"fixed"`` (alpha' = fraction * alpha fixed in
+#: advance: guarantee exactly 1 - alpha) and ``"exact"`` (alpha' chosen from the n0 selection counts
+#: only: guarantee exactly 1 - alpha)
+VARIANTS = ("grid", "fixed", "exact")
 
 
 # ============================================================================ training
@@ -440,6 +442,14 @@ def t_certificate_from_counts(counts, candidate: int, alpha: float, sigma: float
                         int(out["n"][0]), int(n0))
 
 
+def _fixed_alpha_prime(alpha: float, fraction: float) -> float:
+    """The fixed variant's ``alpha' = fraction * alpha``, ``0 < fraction < 1``."""
+    fraction = float(fraction)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1) (alpha' = fraction * alpha, fixed in advance), got {fraction!r}")
+    return fraction * float(alpha)
+
+
 def choose_alpha_prime(counts0, n: int, alpha: float, sigma: float, grid: int = 10, combine: str = "sum"):
     """The ``alpha'`` of the exact variant, chosen from the ``n0`` *selection* votes only.
 
@@ -468,6 +478,47 @@ def choose_alpha_prime(counts0, n: int, alpha: float, sigma: float, grid: int = 
     return float(chosen[0]) if single else chosen
 
 
+# ============================================================================ soundness by simulation
+def certificate_failures(prediction, radius, true_class: int, true_radius: float) -> np.ndarray:
+    """Which answers are wrong certificates: a non-abstaining answer for another class than
+    ``true_class``, or a radius above ``true_radius`` (the exact radius, eq. 2). ``(T,)`` bool."""
+    prediction, radius = np.asarray(prediction), np.asarray(radius, dtype=float)
+    return (prediction != -1) & ((prediction != true_class) | (radius > true_radius + 1e-12))
+
+
+def t_certify_soundness(counts0: np.ndarray, counts: np.ndarray, alpha: float, sigma: float, true_class: int,
+                        true_radius: float, grid: int = 10, combine: str = "sum", fraction: float = 0.5) -> dict:
+    """Failures of T-CERTIFY (every variant) and of CERTIFY on the same simulated votes.
+
+    ``counts0`` ``(T, C)``: selection votes (they choose the candidate and, for the exact
+    variant, ``alpha'``); ``counts`` ``(T, C)``: estimation votes, independent of ``counts0``.
+    Each certifier is judged by *its own* answer (class or abstention, and radius) against the
+    true class and the exact radius: the fixed and exact variants can abstain where CERTIFY
+    certifies, so one certifier's prediction must not stand in for another's. Returns, per
+    certifier (``"grid"``, ``"fixed"`` with ``alpha' = fraction * alpha``, ``"exact"``,
+    ``"certify"``), a dict with ``failures`` (count), ``trials``, ``mean_radius`` and ``abstain``
+    (count).
+    """
+    counts0, counts = np.asarray(counts0), np.asarray(counts)
+    if counts0.shape[0] != counts.shape[0] or counts0.shape[1] != counts.shape[1]:
+        raise ValueError(f"counts0 {counts0.shape} and counts {counts.shape} must have the same (T, C) shape")
+    candidate = counts0.argmax(axis=1)
+    n = int(counts[0].sum())
+    grid_res = t_certify_counts_batch(counts, candidate, alpha, sigma, grid, combine=combine)
+    exact_res = t_certify_counts_batch(counts, candidate, alpha, sigma, grid, combine=combine,
+                                       alpha_prime=choose_alpha_prime(counts0, n, alpha, sigma, grid, combine))
+    fixed_res = t_certify_counts_batch(counts, candidate, alpha, sigma, grid, combine=combine,
+                                       alpha_prime=_fixed_alpha_prime(alpha, fraction))
+    certify_prediction = np.where(grid_res["p_lower_certify"] > 0.5, candidate, -1)
+    answers = {"grid": (grid_res["prediction"], grid_res["radius"]),
+               "fixed": (fixed_res["prediction"], fixed_res["radius"]),
+               "exact": (exact_res["prediction"], exact_res["radius"]),
+               "certify": (certify_prediction, grid_res["radius_certify"])}
+    return {name: {"failures": int(certificate_failures(pred, rad, true_class, true_radius).sum()),
+                   "trials": int(len(pred)), "mean_radius": float(np.mean(rad)), "abstain": int((pred == -1).sum())}
+            for name, (pred, rad) in answers.items()}
+
+
 # ============================================================================ logs
 def certify_view(log):
     """A T-CERTIFY log read as a CERTIFY log: ``radius`` replaced by ``radius_certify`` (same rows)."""
@@ -494,9 +545,12 @@ from rsbook.certify import register_certifier  # noqa: E402
 
 @register_certifier("t_certify", extra_columns=TCertificate.LOG_COLUMNS)
 def _t_certify(smooth, x, *, n0: int, n: int, alpha: float, batch_size: int, grid: int = 10, variant: str = "grid",
-               combine: str = "sum") -> TCertificate:
-    """T-CERTIFY by name (experiment helper, command line): one log with both radii."""
-    return smooth.t_certify(x, n0, n, alpha, batch_size, grid=grid, variant=variant, combine=combine)
+               combine: str = "sum", fraction: float = 0.5) -> TCertificate:
+    """T-CERTIFY by name (experiment helper, command line): one log with both radii.
+
+    ``variant``: ``"grid"`` (Alg. 2), ``"fixed"`` (``alpha' = fraction * alpha``) or ``"exact"``."""
+    return smooth.t_certify(x, n0, n, alpha, batch_size, grid=grid, variant=variant, combine=combine,
+                            fraction=fraction)
 
 
 @torch.inference_mode()

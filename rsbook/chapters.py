@@ -52,14 +52,15 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
     "00_randomized_smoothing": {
         "paper_table_name": _paper_table,
     },
-    "01_adre": {
+    "02_adre": {
         "lambdas": list_of(nonneg_float, allow_empty=False), "ce": choice(_ce_modes),
         "floor": optional(open_fraction), "soft_draws": positive_int,
         "adv_sigmas": list_of(positive_float), "adv_lambda": nonneg_float, "adv_epsilon": positive_float,
         "adv_steps": positive_int, "adv_num_noise": positive_int, "adv_warmup": nonneg_int,
         "t_grid": positive_int, "sim_alpha": alpha_value, "sim_trials": positive_int, "sim_n": positive_int,
+        "train_models": boolean, "released_models": mapping,
     },
-    "02_smoothadv": {
+    "01_smoothadv": {
         "threads": positive_int, "progress": boolean,
         "methods": list_of(choice(SMOOTHADV_METHODS), allow_empty=False), "vanilla": boolean,
         "epsilon": positive_float, "m_train": positive_int, "pgd_steps": positive_int, "ddn_steps": positive_int,

@@ -28,13 +28,13 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def _notebook(notebook: str | os.PathLike) -> Path:
-    """A chapter given by its stem (``"02_smoothadv"``) or by the path of its notebook."""
+    """A chapter given by its stem (``"01_smoothadv"``) or by the path of its notebook."""
     path = Path(notebook)
     return path if path.suffix == ".ipynb" else NOTEBOOKS / f"{path.name}.ipynb"
 
 
 def paper_experiments(chapter: str) -> dict[str, dict]:
-    """The experiments of one chapter (``"02_smoothadv"``), each ``{paper, what, settings, unexpressed}``."""
+    """The experiments of one chapter (``"01_smoothadv"``), each ``{paper, what, settings, unexpressed}``."""
     path = SETTINGS_DIR / f"{chapter}.yaml"
     if not path.exists():
         raise ValueError(f"no paper settings for chapter {chapter!r} ({path.name}); valid choices: "

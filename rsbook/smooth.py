@@ -187,17 +187,18 @@ class Smooth:
 
     # ------------------------------------------------------------------ T-CERTIFY (Feng et al., 2020)
     def t_certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000, grid: int = 10,
-                  variant: str = "grid", combine: str = "sum"):
+                  variant: str = "grid", combine: str = "sum", fraction: float = 0.5):
         """T-CERTIFY (Feng et al., AAAI 2020, Alg. 2): CERTIFY's draws, ``p_A`` and ``p_B`` bounded separately.
 
         Draws exactly what :meth:`certify` draws (``n0`` selection votes, then ``n`` estimation
         votes, through the one sampler), so with the same seed the returned
         :class:`rsbook.adre.TCertificate` carries CERTIFY's radius (``radius_certify``) and
         T-CERTIFY's (``radius``) on the same samples. ``variant="grid"`` maximises over
-        ``alpha' = alpha i / grid``; ``variant="exact"`` fixes ``alpha'`` from the selection
+        ``alpha' = alpha i / grid``; ``variant="fixed"`` uses ``alpha' = fraction * alpha``, fixed in
+        advance; ``variant="exact"`` fixes ``alpha'`` from the selection
         votes (:func:`rsbook.adre.choose_alpha_prime`). Gaussian noise only (eq. 2).
         """
-        from rsbook.adre import VARIANTS, choose_alpha_prime, t_certificate_from_counts
+        from rsbook.adre import VARIANTS, _fixed_alpha_prime, choose_alpha_prime, t_certificate_from_counts
         from rsbook.noise import Gaussian
 
         if not isinstance(self.noise, Gaussian):
@@ -205,9 +206,11 @@ class Smooth:
         n0, n = check_positive_int(n0, "n0"), check_positive_int(n, "n")
         alpha = check_alpha(alpha)
         check_choice(variant, VARIANTS, "variant")
+        alpha_prime = _fixed_alpha_prime(alpha, fraction) if variant == "fixed" else None   # fixed before sampling
         counts0 = self.sample_counts(x, n0, batch_size)
         candidate = int(np.argmax(counts0))
         counts = self.sample_counts(x, n, batch_size)
-        alpha_prime = choose_alpha_prime(counts0, n, alpha, self.sigma, grid, combine) if variant == "exact" else None
+        if variant == "exact":
+            alpha_prime = choose_alpha_prime(counts0, n, alpha, self.sigma, grid, combine)
         return t_certificate_from_counts(counts, candidate, alpha, self.sigma, grid, combine=combine,
                                          alpha_prime=alpha_prime, n0=n0)

@@ -99,7 +99,7 @@ def test_the_output_scan_catches_paths_and_spam():
     assert len(PROGRESS_SPAM.findall("a 10%|█  | 1/10\na 20%|██ | 2/10")) == 2
 
 
-CHAPTERS = ("00_randomized_smoothing", "01_adre", "02_smoothadv", "03_catrs", "04_non_gaussian", "05_iss")
+CHAPTERS = ("00_randomized_smoothing", "02_adre", "01_smoothadv", "03_catrs", "04_non_gaussian", "05_iss")
 
 
 def test_every_chapter_follows_the_book_conventions():

@@ -9,7 +9,7 @@ import yaml
 from rsbook.paper_settings import check_presets, deviations_table, paper_experiments, preset_rows, same_value
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = ("00_randomized_smoothing", "01_adre", "02_smoothadv", "03_catrs", "04_non_gaussian", "05_iss")
+CHAPTERS = ("00_randomized_smoothing", "02_adre", "01_smoothadv", "03_catrs", "04_non_gaussian", "05_iss")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -31,7 +31,7 @@ def test_every_setting_has_a_source_and_every_full_scale_preset_names_its_experi
 
 
 def test_the_check_finds_a_silent_deviation_and_a_stale_one(tmp_path):
-    chapter = "01_adre"
+    chapter = "02_adre"
     nb = tmp_path / f"{chapter}.ipynb"
     shutil.copy(ROOT / "notebooks" / f"{chapter}.ipynb", nb)
     (tmp_path / "presets" / chapter).mkdir(parents=True)

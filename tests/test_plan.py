@@ -33,7 +33,7 @@ def test_calibrated_estimate_on_the_defaults():
 
 
 def test_tiny_smoothadv_preset_counts(tiny_cifar10):
-    plan = plan_notebook(NOTEBOOKS / "02_smoothadv.ipynb", "tiny", overrides={"data_root": str(tiny_cifar10)},
+    plan = plan_notebook(NOTEBOOKS / "01_smoothadv.ipynb", "tiny", overrides={"data_root": str(tiny_cifar10)},
                          calibrate_device=False)
     # methods gaussian, pgd (1 step), ddn (2 steps) at one sigma + a one-point grid (m_train 2, 1 step):
     # per training image 1 + 2 + 3 + 2 * 2 noisy forward-backward passes; 4 test images at 10 + 100 samples

@@ -272,10 +272,10 @@ def test_certificates_are_never_broken(digits_pair):
 
 # ---------------------------------------------------------------- the notebook on a tiny CIFAR fixture
 def test_notebook_runs_on_tiny_cifar_fixture(tmp_path):
-    """`python -m rsbook run notebooks/02_smoothadv.ipynb --preset tiny` on a CIFAR-10 fixture in the real format."""
+    """`python -m rsbook run notebooks/01_smoothadv.ipynb --preset tiny` on a CIFAR-10 fixture in the real format."""
     root = write_tiny_cifar10(tmp_path / "cifar10", n_train_per_batch=20, n_test=20)
     run_dir = tmp_path / "run"
-    notebook = ROOT / "notebooks" / "02_smoothadv.ipynb"
+    notebook = ROOT / "notebooks" / "01_smoothadv.ipynb"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "rsbook", "run", str(notebook), "--preset", "tiny",
            "-p", f"data_root={root}", "--run-dir", str(run_dir)]
@@ -293,7 +293,7 @@ def test_notebook_runs_on_tiny_cifar_fixture(tmp_path):
     assert saved["preset"] == "tiny" and saved["notebook"] == str(notebook)
     assert saved["parameters"]["data_root"] == str(root) and saved["parameters"]["out_dir"] == str(run_dir)
     assert saved["parameters"]["dataset"] == "cifar10" and saved["parameters"]["check_claims"] is False
-    executed = nbformat.read(str(run_dir / "02_smoothadv.ipynb"), as_version=4)
+    executed = nbformat.read(str(run_dir / "01_smoothadv.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and f"data_root = {str(root)!r}" in injected[0].source.replace('"', "'")
     assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
