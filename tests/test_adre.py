@@ -368,7 +368,8 @@ def test_soundness_judges_each_certifier_by_its_own_answer():
     direct = (direct_lower > 0.5) & ((c0.argmax(1) != 0) | (norm.ppf(np.clip(direct_lower, 0.5, 1)) > truth + 1e-12))
     res = t_certify_soundness(c0, c, 0.1, 1.0, true_class=0, true_radius=truth)
     assert res["certify"]["failures"] == int(direct.sum()) > 0
-    # the scenario has rows where the exact variant abstains but CERTIFY answers (what the old count missed)
+    # the scenario has rows where the exact variant abstains but CERTIFY answers (judged by the exact variant's answer, a
+    # CERTIFY failure there would go uncounted)
     assert res["exact"]["abstain"] > res["certify"]["abstain"]
 
 

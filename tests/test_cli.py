@@ -170,7 +170,7 @@ def test_an_option_the_method_does_not_take_is_refused_with_the_ones_it_takes(tm
     assert main(certify + ["--certifier-arg", "grid=5"]) == 2
     assert "certifier 'certify' takes no --certifier-arg 'grid'; the ones it takes: none" in capsys.readouterr().err
     assert main(certify + ["--certifier", "t_certify", "--certifier-arg", "gird=5"]) == 2
-    assert "the ones it takes: combine, grid, variant" in capsys.readouterr().err
+    assert "the ones it takes: combine, fraction, grid, variant" in capsys.readouterr().err
     assert main(certify + ["--certifier", "t_certify", "--certifier-arg", "grid=5"]) == 0
     assert main(certify + ["--noise-arg", "k=3"]) == 2
     assert "gaussian noise family takes no --noise-arg" in capsys.readouterr().err
