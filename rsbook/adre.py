@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from rsbook._checks import check_alpha, check_choice, check_nonneg_float, check_positive_float, check_positive_int
 from rsbook.attacks import ATTACKS, SmoothAdvPGD, _noisy_logits, _upcast
 from rsbook.noise import Noise, make_noise
+from rsbook.groundtruth import certificate_failures
 from rsbook.stats import clopper_pearson_lower
 from rsbook.train import Objective, ObjectiveOutput, register_objective
 
@@ -479,13 +480,6 @@ def choose_alpha_prime(counts0, n: int, alpha: float, sigma: float, grid: int = 
 
 
 # ============================================================================ soundness by simulation
-def certificate_failures(prediction, radius, true_class: int, true_radius: float) -> np.ndarray:
-    """Which answers are wrong certificates: a non-abstaining answer for another class than
-    ``true_class``, or a radius above ``true_radius`` (the exact radius, eq. 2). ``(T,)`` bool."""
-    prediction, radius = np.asarray(prediction), np.asarray(radius, dtype=float)
-    return (prediction != -1) & ((prediction != true_class) | (radius > true_radius + 1e-12))
-
-
 def t_certify_soundness(counts0: np.ndarray, counts: np.ndarray, alpha: float, sigma: float, true_class: int,
                         true_radius: float, grid: int = 10, combine: str = "sum", fraction: float = 0.5) -> dict:
     """Failures of T-CERTIFY (every variant) and of CERTIFY on the same simulated votes.

@@ -90,6 +90,13 @@ class FailureRate:
                 f"{self.upper_tolerance:.4f}); mean radius {self.mean_radius:.4f} vs true {self.true_radius:.4f}")
 
 
+def certificate_failures(prediction, radius, true_class: int, true_radius: float) -> np.ndarray:
+    """Which answers are wrong certificates: a non-abstaining answer (``-1`` abstains) for another class than
+    ``true_class``, or a radius above ``true_radius``. Scalars or ``(T,)`` arrays; returns bool (array)."""
+    prediction, radius = np.asarray(prediction), np.asarray(radius, dtype=float)
+    return (prediction != -1) & ((prediction != true_class) | (radius > true_radius + 1e-12))
+
+
 def certify_failure_rate(certify: Callable[[torch.Tensor], tuple], clf: LinearClassifier, x: torch.Tensor,
                          alpha: float, trials: int, sigma: float) -> FailureRate:
     """Run ``certify(x) -> (class, radius)`` ``trials`` times; count wrong classes and radii above the truth.
@@ -101,7 +108,7 @@ def certify_failure_rate(certify: Callable[[torch.Tensor], tuple], clf: LinearCl
     for _ in range(trials):
         prediction, radius = tuple(certify(x))[:2]
         radii.append(radius)
-        if prediction != -1 and (prediction != truth_class or radius > truth_radius):
+        if certificate_failures(prediction, radius, truth_class, truth_radius):
             failures += 1
     return FailureRate(failures, trials, alpha, float(np.mean(radii)), truth_radius)
 
