@@ -71,7 +71,7 @@ from rsbook.stats import beta_lower_bound, clopper_pearson_lower, clopper_pearso
 __all__ = ["DECLINE_KINDS", "VARIANTS", "ISS_COLUMNS", "radius_hat", "radius_decline", "sample_size",
            "ISSMapping", "build_mapping", "SampledCertificate", "iss_certify", "ias_certify",
            "certify_dataset_iss", "certify_dataset_ias", "p_a_hat", "matching_ias_size", "compare_table",
-           "Prop1Check", "prop1_check", "prop1_coverage", "sigma_for_sample_sizes", "failure_probability",
+           "Prop1Check", "prop1_check", "prop1_coverage", "expected_planned_size", "sigma_for_sample_sizes", "failure_probability",
            "run_comparison", "matched_pairs", "PLAN_RULES", "equal_budget_gain", "equal_budget_comparison"]
 
 #: "AD": absolute decline (Def. 1), "RD": relative decline (Def. 2)
@@ -554,10 +554,19 @@ def prop1_coverage(p_a: float, mapping: ISSMapping, k0: int, rule: str = "interv
     Alg. 2; Prop. 1 claims at least ``1 - alpha`` (the paper proves it for AD). For RD the
     printed endpoint rule (``rule="endpoints"``) falls far short near the jump ``p*``.
     """
+    k_hat, weights = _planned_sizes(p_a, mapping, k0, rule, alpha)
+    ok = radius_decline(k_hat, mapping.k_max, float(p_a), mapping.sigma, mapping.alpha, mapping.kind)
+    return float(weights[np.asarray(ok) <= mapping.max_decline + 1e-12].sum())
+
+
+def _planned_sizes(p_a: float, mapping: ISSMapping, k0: int, rule: str, alpha: float | None):
+    """Every planned ``k̂`` of Alg. 2 with its probability: one per first-stage count ``j ~ Binomial(k0, p_A)``."""
     from scipy.stats import binom
 
     check_choice(rule, PLAN_RULES, "rule")
     k0 = check_positive_int(k0, "k0")
+    if not 0.0 <= float(p_a) <= 1.0:
+        raise ValueError(f"p_a must lie in [0, 1], got {p_a!r}")
     alpha = mapping.alpha if alpha is None else check_alpha(alpha)
     j = np.arange(k0 + 1)
     weights = binom.pmf(j, k0, float(p_a))
@@ -565,8 +574,21 @@ def prop1_coverage(p_a: float, mapping: ISSMapping, k0: int, rule: str = "interv
     j, weights = j[keep], weights[keep]
     lows, ups = clopper_pearson_lower(j, k0, alpha / 2), clopper_pearson_upper(j, k0, alpha / 2)
     k_hat = np.array([mapping.plan(float(a), float(b), rule) for a, b in zip(lows, ups)], dtype=np.int64)
-    ok = radius_decline(k_hat, mapping.k_max, float(p_a), mapping.sigma, mapping.alpha, mapping.kind)
-    return float(weights[np.asarray(ok) <= mapping.max_decline + 1e-12].sum())
+    return k_hat, weights
+
+
+def expected_planned_size(p_a: float, mapping: ISSMapping, k0: int, rule: str = "interval",
+                          alpha: float | None = None) -> float:
+    """Exact ``E[k̂]`` at ``p_A = p_a``: the second-stage sample size Alg. 2 plans, averaged over the pilot.
+
+    The pilot count is ``j ~ Binomial(k0, p_A)``; each ``j`` gives the two-sided interval and the
+    plan ``k̂ = mapping.plan(p_low(j), p_up(j), rule)``, as in :func:`prop1_coverage`. The
+    ``k0`` pilot samples are not included (add them for the total cost). For RD the valid
+    ``"interval"`` rule plans nearly ``k_max`` wherever the interval can reach the jump ``p*``,
+    which is the price of keeping Prop. 1's guarantee there.
+    """
+    k_hat, weights = _planned_sizes(p_a, mapping, k0, rule, alpha)
+    return float(np.sum(weights * k_hat) / np.sum(weights))
 
 
 # ----------------------------------------------------------------------------- ISS vs IAS, analytically

@@ -379,3 +379,30 @@ def test_equal_budget_comparison_special_cases():
     grid = np.linspace(0.5, 1.0, 2001)
     ahead = grid[iss.equal_budget_gain(grid, k_max, 30_000, sigma, ALPHA, u) > 0]
     assert ahead.min() > 0.99
+
+
+def test_expected_planned_size_is_the_mean_plan_over_the_pilot():
+    """E[k̂] summed over the pilot's binomial agrees with planning from simulated pilots, the valid interval
+    rule never plans less than the printed endpoint rule, the two agree where psi is monotone (AD), and for
+    RD near the jump the valid rule spends nearly the whole budget."""
+    from rsbook.iss import expected_planned_size
+    from rsbook.stats import clopper_pearson_lower, clopper_pearson_upper
+
+    rd = iss.build_mapping(100_000, 0.5, 0.001, 0.05, kind="RD")
+    ad = iss.build_mapping(100_000, 0.5, 0.001, 0.05, kind="AD")
+    rng = np.random.default_rng(0)
+    for p_a in (0.52, 0.55, 0.9):
+        j = rng.binomial(1000, p_a, size=4000)
+        plans = np.array([rd.plan(float(clopper_pearson_lower(x, 1000, 0.0005)),
+                                  float(clopper_pearson_upper(x, 1000, 0.0005))) for x in j])
+        exact = expected_planned_size(p_a, rd, 1000)
+        assert abs(plans.mean() - exact) <= 4 * plans.std(ddof=1) / np.sqrt(len(plans)) + 1.0
+        assert exact >= expected_planned_size(p_a, rd, 1000, "endpoints")
+        assert expected_planned_size(p_a, ad, 1000) == pytest.approx(expected_planned_size(p_a, ad, 1000, "endpoints"))
+    assert expected_planned_size(0.52, rd, 1000) > 0.99 * 100_000
+    assert expected_planned_size(0.52, rd, 1000, "endpoints") < 0.5 * 100_000
+    # a pilot that always sees every vote plans psi's value for the interval it gives
+    assert binom.pmf(1000, 1000, 1.0) == 1.0
+    assert expected_planned_size(1.0, ad, 1000) == ad.plan(float(clopper_pearson_lower(1000, 1000, 0.0005)), 1.0)
+    with pytest.raises(ValueError, match="p_a must lie in"):
+        expected_planned_size(1.5, ad, 1000)
