@@ -71,7 +71,7 @@ from rsbook.stats import beta_lower_bound, clopper_pearson_lower, clopper_pearso
 __all__ = ["DECLINE_KINDS", "VARIANTS", "ISS_COLUMNS", "radius_hat", "radius_decline", "sample_size",
            "ISSMapping", "build_mapping", "SampledCertificate", "iss_certify", "ias_certify",
            "certify_dataset_iss", "certify_dataset_ias", "p_a_hat", "matching_ias_size", "compare_table",
-           "Prop1Check", "prop1_check", "prop1_coverage", "expected_planned_size", "sigma_for_sample_sizes", "failure_probability",
+           "Prop1Check", "prop1_check", "prop1_coverage", "expected_planned_size", "expected_cost", "sigma_for_sample_sizes", "failure_probability",
            "run_comparison", "matched_pairs", "PLAN_RULES", "equal_budget_gain", "equal_budget_comparison"]
 
 #: "AD": absolute decline (Def. 1), "RD": relative decline (Def. 2)
@@ -575,6 +575,21 @@ def _planned_sizes(p_a: float, mapping: ISSMapping, k0: int, rule: str, alpha: f
     lows, ups = clopper_pearson_lower(j, k0, alpha / 2), clopper_pearson_upper(j, k0, alpha / 2)
     k_hat = np.array([mapping.plan(float(a), float(b), rule) for a, b in zip(lows, ups)], dtype=np.int64)
     return k_hat, weights
+
+
+def expected_cost(p_a: float, mapping: ISSMapping, k0: int, variant: str = "fresh", rule: str = "interval",
+                  alpha: float | None = None) -> float:
+    """Exact expected forward passes per input of Alg. 2 at ``p_A = p_a``: pilot and estimation together.
+
+    ``variant="fresh"`` draws ``k0`` pilot samples and then ``k̂`` new ones: ``k0 + E[k̂]``.
+    ``"printed"`` and ``"reuse"`` count the pilot's samples into the estimate and draw
+    ``max(k̂ - k0, 0)`` more: ``E[max(k̂, k0)]``. The expectation is over the pilot's
+    ``Binomial(k0, p_A)`` count, as in :func:`expected_planned_size`.
+    """
+    check_choice(variant, VARIANTS, "variant")
+    k_hat, weights = _planned_sizes(p_a, mapping, k0, rule, alpha)
+    per_pilot = k0 + k_hat if variant == "fresh" else np.maximum(k_hat, k0)
+    return float(np.sum(weights * per_pilot) / np.sum(weights))
 
 
 def expected_planned_size(p_a: float, mapping: ISSMapping, k0: int, rule: str = "interval",

@@ -406,3 +406,23 @@ def test_expected_planned_size_is_the_mean_plan_over_the_pilot():
     assert expected_planned_size(1.0, ad, 1000) == ad.plan(float(clopper_pearson_lower(1000, 1000, 0.0005)), 1.0)
     with pytest.raises(ValueError, match="p_a must lie in"):
         expected_planned_size(1.5, ad, 1000)
+
+
+def test_expected_cost_counts_the_pilot_once():
+    """The fresh variant pays k0 on top of E[k̂]; the printed one pays E[max(k̂, k0)], which lies between
+    max(k0, E[k̂]) (Jensen) and k0 + E[k̂]; and a simulation of the printed cost agrees with the exact sum."""
+    from rsbook.stats import clopper_pearson_lower, clopper_pearson_upper
+
+    m = iss.build_mapping(100_000, 0.5, 0.001, 0.05, kind="AD")
+    for p_a, k0 in ((0.9, 500), (0.99, 2_000)):
+        e_k = iss.expected_planned_size(p_a, m, k0)
+        assert iss.expected_cost(p_a, m, k0, "fresh") == pytest.approx(k0 + e_k)
+        printed = iss.expected_cost(p_a, m, k0, "printed")
+        assert max(k0, e_k) - 1e-9 <= printed <= k0 + e_k + 1e-9
+        assert iss.expected_cost(p_a, m, k0, "reuse") == pytest.approx(printed)
+        j = np.random.default_rng(1).binomial(k0, p_a, size=3000)
+        sim = np.array([max(k0, m.plan(float(clopper_pearson_lower(x, k0, 0.0005)),
+                                       float(clopper_pearson_upper(x, k0, 0.0005)))) for x in j])
+        assert abs(sim.mean() - printed) <= 4 * sim.std(ddof=1) / np.sqrt(len(sim)) + 1.0
+    with pytest.raises(ValueError, match="variant"):
+        iss.expected_cost(0.9, m, 500, "twice")
