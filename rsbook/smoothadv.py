@@ -28,7 +28,7 @@ from rsbook._checks import check_positive_int
 from rsbook.noise import make_noise
 from rsbook.train import Objective, ObjectiveOutput, noisy_copies, register_objective
 
-__all__ = ["VanillaAdversarial", "ProbitMixture", "direction_cosines", "lipschitz_ratios"]
+__all__ = ["VanillaAdversarial", "ProbitMixture", "direction_cosines", "draws_for_cosine", "lipschitz_ratios"]
 
 
 @register_objective("vanilla_adv")
@@ -93,9 +93,17 @@ class ProbitMixture(nn.Module):
         self.register_buffer("b", torch.tensor([b1, b2], dtype=torch.float64))
 
     @classmethod
-    def default(cls) -> "ProbitMixture":
-        """The mixture of the chapter and the tests (d = 4): a shallow and a steep component."""
-        return cls(torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([0.0, 6.0, 1.0, 0.0]), -1.5, -3.25).eval()
+    def default(cls, d: int = 4) -> "ProbitMixture":
+        """The mixture of the chapter and the tests: a shallow and a steep component, in ``d >= 4`` dimensions.
+
+        Both components live in the first three coordinates; the others only add noise dimensions,
+        which is what separates the estimators of the ascent direction as ``d`` grows."""
+        d = check_positive_int(d, "d")
+        if d < 4:
+            raise ValueError(f"d must be >= 4 (the components use the first three coordinates), got {d}")
+        a1, a2 = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+        a1[0], a2[1], a2[2] = 1.0, 6.0, 1.0
+        return cls(a1, a2, -1.5, -3.25).eval()
 
     def forward(self, x):
         p = 0.5 * torch.special.ndtr(x.double() @ self.a.T + self.b).sum(1)
@@ -139,6 +147,13 @@ def direction_cosines(model: ProbitMixture, x0: np.ndarray, sigma: float, ms: Se
         cos = (g @ truth) / (g.norm(dim=1) * truth.norm()).clamp_min(1e-300)
         out[int(m)] = float(cos.median())
     return out
+
+
+def draws_for_cosine(model: ProbitMixture, x0: np.ndarray, sigma: float, target: float, estimator: str,
+                     ms: Sequence[int], reps: int = 64, seed: int = 0) -> int | None:
+    """The smallest ``m`` in ``ms`` whose median cosine (:func:`direction_cosines`) reaches ``target``; None if none."""
+    cosines = direction_cosines(model, x0, sigma, sorted(int(m) for m in ms), estimator, reps=reps, seed=seed)
+    return next((m for m, c in cosines.items() if c >= target), None)
 
 
 def lipschitz_ratios(model: ProbitMixture, sigma: float, pairs: int = 10_000, scale: float = 1.0,

@@ -301,3 +301,20 @@ def test_notebook_runs_on_tiny_cifar_fixture(tmp_path):
     assert logs, f"no certification log under {run_dir}"
     frame = read_log(logs[0])
     assert len(frame) > 0 and set(frame["idx"]) <= set(range(20))
+
+
+def test_stein_needs_more_draws_as_the_dimension_grows():
+    """Eq. (6)'s direction needs a few draws in any dimension; the unbiased Stein estimate (eq. 7) needs many
+    more, and more with every noise dimension added (the components stay in three coordinates)."""
+    from rsbook.smoothadv import ProbitMixture, draws_for_cosine
+
+    ms = [4, 16, 64, 256, 1024, 4096, 16384]
+    need = {d: {est: draws_for_cosine(ProbitMixture.default(d), np.zeros(d), 0.5, 0.99, est, ms, reps=16, seed=1)
+                for est in ("smoothadv", "stein")} for d in (4, 64)}
+    assert need[4]["smoothadv"] <= 16 and need[64]["smoothadv"] <= 64
+    assert need[4]["stein"] >= 16 * need[4]["smoothadv"]
+    assert need[64]["stein"] is None or need[64]["stein"] >= 4 * need[4]["stein"]
+    # d = 4 is the chapter's mixture itself
+    assert torch.equal(ProbitMixture.default(4).a, ProbitMixture.default().a)
+    with pytest.raises(ValueError, match="d must be >= 4"):
+        ProbitMixture.default(3)
