@@ -95,7 +95,7 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
         "U_RD": one_or_list(open_fraction), "ias_fractions": one_or_list(positive_float),
         "n_examples": positive_int, "radii": optional(list_of(nonneg_float)), "delta": open_fraction,
         "paper_table_name": _paper_table, "paper_sigma": optional(positive_float), "sound_trials": positive_int,
-        "sound_alpha": alpha_value,
+        "sound_alpha": alpha_value, "fine_samples": optional(positive_int),
     },
 }
 

@@ -72,7 +72,7 @@ __all__ = ["DECLINE_KINDS", "VARIANTS", "ISS_COLUMNS", "radius_hat", "radius_dec
            "ISSMapping", "build_mapping", "SampledCertificate", "iss_certify", "ias_certify",
            "certify_dataset_iss", "certify_dataset_ias", "p_a_hat", "matching_ias_size", "compare_table",
            "Prop1Check", "prop1_check", "prop1_coverage", "expected_planned_size", "expected_cost", "sigma_for_sample_sizes", "failure_probability",
-           "run_comparison", "matched_pairs", "PLAN_RULES", "equal_budget_gain", "equal_budget_comparison"]
+           "run_comparison", "matched_pairs", "PLAN_RULES", "equal_budget_gain", "equal_budget_comparison", "p_a_ends", "cap_account"]
 
 #: "AD": absolute decline (Def. 1), "RD": relative decline (Def. 2)
 DECLINE_KINDS = ("AD", "RD")
@@ -443,6 +443,26 @@ def p_a_hat(log) -> np.ndarray:
     return (frame["count"] / frame["n"].where(frame["n"] > 0)).fillna(0.0).to_numpy(dtype=float)
 
 
+def p_a_ends(log, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two ends of what a log says about each input's ``p_A``, for a question decided near ``p_A = 1``.
+
+    Returns the plug-in ``p̂_A = count / n`` (:func:`p_a_hat`) and the same with every
+    *unanimous* input (``count = n``, so ``p̂_A = 1`` exactly, whatever its true ``p_A``)
+    moved down to its one-sided ``1 - alpha`` Clopper-Pearson lower bound ``alpha^{1/n}``.
+    With ``n`` samples a unanimous input's ``p_A`` lies between the two with probability at
+    least ``1 - alpha``; other inputs keep ``p̂_A`` at both ends. Where an answer (e.g. the
+    sign of :func:`equal_budget_comparison`) is the same at both ends, the estimate's
+    resolution does not decide it.
+    """
+    alpha = check_alpha(alpha)
+    frame = _frame(log)
+    p_hat = p_a_hat(frame)
+    n = frame["n"].to_numpy(dtype=float)
+    unanimous = (frame["count"].to_numpy() == frame["n"].to_numpy()) & (n > 0)
+    low = np.where(unanimous, alpha ** (1.0 / np.where(n > 0, n, 1.0)), p_hat)
+    return p_hat, low
+
+
 def _is_fresh_iss(name: str) -> bool:
     return name.startswith("ISS") and "(" not in name
 
@@ -635,6 +655,41 @@ def equal_budget_comparison(p_values, k_max: int, sigma: float, alpha: float, ma
     return {"avg_samples": float(k_iss.mean()), "k_ias": k_ias, "mean_R_iss": float(r_iss.mean()),
             "mean_R_ias": float(r_ias.mean()), "gain": float(r_iss.mean() - r_ias.mean()),
             "share_psi_max": float(np.mean(k_iss == k_iss.max())) if len(k_iss) else math.nan}
+
+
+def cap_account(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """How much of a published ISS-IAS gain at equal cost the radius cap can explain (Tables 1 and 5).
+
+    ``table`` holds ISS rows (``method`` ``"ISS-AD-<k_bar/10^4>-<U>"``, ``sigma``, ``ACR``, and a
+    certified-accuracy column per radius) each followed by its IAS row of equal cost (``Avg``).
+    An input with ``p_A = 1`` is certified at the cap ``sigma Phi^{-1}(alpha^{1/n})`` of its sample
+    size: ``psi(1)`` samples for ISS, the IAS row's ``Avg`` for IAS. Per pair this returns both caps,
+    their difference, the ACR gain, the share of inputs at ``p_A ~ 1`` that would give the whole
+    gain through the cap difference alone (``gain / cap difference``), and the radius columns where
+    ISS certifies and IAS certifies nothing, with ISS's accuracy there (inputs beyond IAS's cap).
+    """
+    from rsbook.stats import radius_cap
+
+    alpha = check_alpha(alpha)
+    radius_columns = [c for c in table.columns if c.replace(".", "", 1).isdigit()]
+    rows = []
+    for i in range(0, len(table) - 1, 2):
+        iss_row, ias_row = table.iloc[i], table.iloc[i + 1]
+        parts = str(iss_row["method"]).split("-")
+        if len(parts) != 4 or parts[0] != "ISS" or not str(ias_row["method"]).startswith("IAS"):
+            raise ValueError(f"expected an ISS row followed by its IAS row, got {iss_row['method']!r}, "
+                             f"{ias_row['method']!r}")
+        sigma, k_max, bound = float(iss_row["sigma"]), int(parts[2]) * 10_000, float(parts[3])
+        psi_1 = int(sample_size(1.0, k_max, sigma, alpha, bound, parts[1]))
+        cap_iss, cap_ias = float(radius_cap(sigma, alpha, psi_1)), float(radius_cap(sigma, alpha, int(ias_row["Avg"])))
+        gain = float(iss_row["ACR"]) - float(ias_row["ACR"])
+        beyond = {float(c): float(iss_row[c]) for c in radius_columns
+                  if float(iss_row[c]) > 0 and float(ias_row[c]) == 0}
+        rows.append({"sigma": sigma, "setting": iss_row["method"], "psi(1)": psi_1, "cap ISS": cap_iss,
+                     "IAS k": int(ias_row["Avg"]), "cap IAS": cap_ias, "cap difference": cap_iss - cap_ias,
+                     "ACR gain": gain, "share the cap needs (%)": 100 * gain / (cap_iss - cap_ias),
+                     "ISS beyond IAS's cap (%)": ", ".join(f"{v:g} at r={r:g}" for r, v in beyond.items()) or "-"})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- exact failure probability

@@ -426,3 +426,39 @@ def test_expected_cost_counts_the_pilot_once():
         assert abs(sim.mean() - printed) <= 4 * sim.std(ddof=1) / np.sqrt(len(sim)) + 1.0
     with pytest.raises(ValueError, match="variant"):
         iss.expected_cost(0.9, m, 500, "twice")
+
+
+def test_p_a_ends_moves_only_unanimous_inputs_to_their_clopper_pearson_bound():
+    import pandas as pd
+
+    frame = pd.DataFrame({"idx": [0, 1, 2, 3], "count": [2000, 1999, 20_000, 0], "n": [2000, 2000, 20_000, 0]})
+    p_hat, low = iss.p_a_ends(frame, 0.001)
+    np.testing.assert_allclose(p_hat, [1.0, 0.9995, 1.0, 0.0])
+    # a unanimous input's lower end is the one-sided Clopper-Pearson bound of n out of n (alpha^(1/n))
+    np.testing.assert_allclose(low[[0, 2]], clopper_pearson_lower(np.array([2000, 20_000]),
+                                                                  np.array([2000, 20_000]), 0.001), rtol=1e-12)
+    np.testing.assert_array_equal(low[[1, 3]], p_hat[[1, 3]])
+    assert low[2] > low[0]                      # more samples, a tighter end
+    # coverage: an input whose true p_A is below the lower end is unanimous with probability below alpha
+    for n in (2000, 20_000):
+        p_true = np.nextafter(low[0] if n == 2000 else low[2], 0.0)
+        assert binom.pmf(n, n, p_true) <= 0.001
+
+
+def test_cap_account_prices_the_cap_difference_of_a_published_pair():
+    import pandas as pd
+    from rsbook.stats import radius_cap
+
+    table = pd.DataFrame({"sigma": [0.5, 0.5], "method": ["ISS-AD-10-0.05", "IAS-3.3"], "Avg": [32992, 33000],
+                          "ACR": [0.794, 0.770], "1.5": [33.2, 32.8], "2.0": [4.0, 0.0]})
+    row = iss.cap_account(table, ALPHA).iloc[0]
+    psi_1 = iss.sample_size(1.0, 100_000, 0.5, ALPHA, 0.05)
+    # psi(1) in closed form (the chapter's exercise 1): the least k with R_hat(k_bar, 1) - R_hat(k, 1) <= U
+    need = 0.5 * ndtri(ALPHA ** (1 / 100_000)) - 0.05
+    assert row["psi(1)"] == psi_1 == int(np.ceil(np.log(ALPHA) / np.log(ndtr(need / 0.5))))
+    assert row["cap ISS"] == pytest.approx(float(radius_cap(0.5, ALPHA, psi_1)))
+    assert row["cap IAS"] == pytest.approx(float(radius_cap(0.5, ALPHA, 33000)))
+    assert row["share the cap needs (%)"] == pytest.approx(100 * 0.024 / row["cap difference"])
+    assert row["ISS beyond IAS's cap (%)"] == "4 at r=2"
+    with pytest.raises(ValueError, match="ISS row followed by its IAS row"):
+        iss.cap_account(table.iloc[::-1], ALPHA)
