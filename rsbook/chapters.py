@@ -66,6 +66,7 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
         "epsilon": positive_float, "m_train": positive_int, "pgd_steps": positive_int, "ddn_steps": positive_int,
         "eps_warmup_epochs": nonneg_int, "ablation_sigma": positive_float, "ablation_method": choice(("pgd", "ddn")),
         "ablation_m_train": list_of(positive_int), "ablation_epsilons": list_of(positive_float),
+        "m_draws_control": boolean,
         "grid_product": mapping, "grid_shard": string, "attack_epsilon": positive_float,
         "attack_steps": positive_int, "m_test": positive_int, "m_test_sweep": list_of(positive_int, allow_empty=False),
         "num_attack": positive_int, "attack_batch": positive_int, "attack_chunk": optional(positive_int),

@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Claims", "ClaimResult", "per_example_radius", "certified_at", "paired_difference", "binomial_se",
+__all__ = ["Claims", "ClaimResult", "per_example_radius", "certified_at", "plug_in_certified_at", "paired_difference", "binomial_se",
            "ClaimFailed", "SeedDifference", "seed_difference", "MIN_SEEDS"]
 
 #: seeds a claim about training methods needs (issue: "several trained seeds")
@@ -186,6 +186,23 @@ def certified_at(log, radius: float) -> np.ndarray:
     frame = _frame(log).sort_values("idx")
     ok = (frame["correct"].to_numpy() == 1) & (frame["radius"].to_numpy(dtype=float) >= radius)
     return ok.astype(float)
+
+
+def plug_in_certified_at(log, radius: float, sigma: float) -> np.ndarray:
+    """1.0 for each example CERTIFY got right whose *plug-in* radius ``sigma Phi^{-1}(count / n)`` is ``>= radius``.
+
+    The plug-in radius drops the Clopper-Pearson bound: it is what CERTIFY's radius approaches as
+    ``n`` grows, an estimate and not a certificate, so it shows how much of a certified accuracy
+    the sample budget costs. An abstention counts 0 (its vote share is close to 1/2, so its
+    plug-in radius is small); a unanimous example (``count = n``) has an infinite plug-in radius.
+    """
+    from scipy.special import ndtri
+
+    frame = _frame(log).sort_values("idx")
+    share = frame["count"].to_numpy(dtype=float) / np.maximum(frame["n"].to_numpy(dtype=float), 1.0)
+    with np.errstate(divide="ignore"):
+        plug = sigma * ndtri(share)
+    return ((frame["correct"].to_numpy() == 1) & (plug >= radius)).astype(float)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

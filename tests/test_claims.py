@@ -224,3 +224,22 @@ def test_paired_bound_reports_image_level_bounds_without_a_verdict():
     assert lower == pytest.approx(0.25 - 1.6449 * se, rel=1e-4) and upper == pytest.approx(0.25 + 1.6449 * se, rel=1e-4)
     assert checks.table()["verdict"].tolist() == ["reported"]
     checks.report()  # a reported row never fails
+
+
+def test_plug_in_certified_at_drops_the_confidence_bound_only():
+    import pandas as pd
+
+    from rsbook.claims import certified_at, plug_in_certified_at
+
+    sigma, n, alpha = 0.5, 1000, 0.001
+    counts = np.array([1000, 800, 790, 600, 520])
+    correct = np.array([1, 1, 1, 0, 1])
+    lower = clopper_pearson_lower(counts, n, alpha)
+    radius = np.where(lower > 0.5, sigma * norm.ppf(lower), 0.0)
+    log = pd.DataFrame({"idx": range(5), "correct": correct, "radius": radius, "count": counts, "n": n})
+    # sigma Phi^-1(0.8) = 0.421 and Phi^-1(0.79) = 0.403 clear r = 0.4 without the bound; with it neither does
+    np.testing.assert_array_equal(plug_in_certified_at(log, 0.4, sigma), [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(certified_at(log, 0.4), [1, 0, 0, 0, 0])
+    # the plug-in radius is never below the certified one (the bound only lowers it)
+    for r in (0.0, 0.01, 0.2, 0.4, 1.0, 5.0):
+        assert np.all(plug_in_certified_at(log, r, sigma) >= certified_at(log, r))
