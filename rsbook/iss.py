@@ -643,18 +643,25 @@ def equal_budget_comparison(p_values, k_max: int, sigma: float, alpha: float, ma
                             kind: str = "AD") -> dict:
     """ISS against IAS at the same average sample size, analytically, over a model's ``p_A`` values.
 
-    ISS spends ``psi(p)`` on an input with ``p_A = p``; IAS spends the average of those on
-    every input. Returns the average sample size, ``k_ias``, the mean ``R̂`` of each
-    (the analytic ACR over inputs the smoothed classifier gets right) and their difference.
+    An *oracle* ISS: it spends ``psi(p)`` on an input with ``p_A = p``, as if ``p_A`` were
+    known (no pilot, no planning interval, no ``k0``); IAS spends the average of those on
+    every input. Pass the ``p_A`` of the inputs the smoothed classifier gets right. Returns
+    the average sample size, ``k_ias``, the mean ``R̂`` of each (the analytic ACR over those
+    inputs), their difference ``gain`` with its image-level standard error ``gain_se`` (the
+    inputs as a sample of test inputs, ``k_ias`` held fixed), and the per-input ``R̂`` arrays
+    ``r_iss``, ``r_ias``.
     """
     p = np.asarray(p_values, dtype=float)
     k_iss = np.asarray(sample_size(p, k_max, sigma, alpha, max_decline, kind), dtype=float)
     k_ias = max(1, int(round(k_iss.mean())))
     r_iss = np.asarray(radius_hat(k_iss, p, sigma, alpha), dtype=float)
     r_ias = np.asarray(radius_hat(k_ias, p, sigma, alpha), dtype=float)
+    d = r_iss - r_ias
     return {"avg_samples": float(k_iss.mean()), "k_ias": k_ias, "mean_R_iss": float(r_iss.mean()),
-            "mean_R_ias": float(r_ias.mean()), "gain": float(r_iss.mean() - r_ias.mean()),
-            "share_psi_max": float(np.mean(k_iss == k_iss.max())) if len(k_iss) else math.nan}
+            "mean_R_ias": float(r_ias.mean()), "gain": float(d.mean()),
+            "gain_se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan,
+            "share_psi_max": float(np.mean(k_iss == k_iss.max())) if len(k_iss) else math.nan,
+            "r_iss": r_iss, "r_ias": r_ias}
 
 
 def cap_account(table: pd.DataFrame, alpha: float) -> pd.DataFrame:

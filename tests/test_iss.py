@@ -462,3 +462,12 @@ def test_cap_account_prices_the_cap_difference_of_a_published_pair():
     assert row["ISS beyond IAS's cap (%)"] == "4 at r=2"
     with pytest.raises(ValueError, match="ISS row followed by its IAS row"):
         iss.cap_account(table.iloc[::-1], ALPHA)
+
+
+def test_equal_budget_comparison_returns_per_input_radii_and_their_standard_error():
+    p = np.array([0.6, 0.8, 0.95, 0.999, 0.9999, 1.0])
+    res = iss.equal_budget_comparison(p, 100_000, 0.5, ALPHA, 0.05)
+    d = res["r_iss"] - res["r_ias"]
+    assert res["gain"] == pytest.approx(d.mean())
+    assert res["gain_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(len(p)))
+    np.testing.assert_allclose(res["r_ias"], iss.radius_hat(res["k_ias"], p, 0.5, ALPHA))
