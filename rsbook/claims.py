@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Claims", "ClaimResult", "per_example_radius", "certified_at", "plug_in_certified_at", "paired_difference", "binomial_se",
+__all__ = ["Claims", "ClaimResult", "per_example_radius", "certified_at", "plug_in_certified_at", "share_needed", "certified_at_budget", "paired_difference", "binomial_se",
            "ClaimFailed", "SeedDifference", "seed_difference", "MIN_SEEDS"]
 
 #: seeds a claim about training methods needs (issue: "several trained seeds")
@@ -203,6 +203,43 @@ def plug_in_certified_at(log, radius: float, sigma: float) -> np.ndarray:
     with np.errstate(divide="ignore"):
         plug = sigma * ndtri(share)
     return ((frame["correct"].to_numpy() == 1) & (plug >= radius)).astype(float)
+
+
+def share_needed(radius: float, sigma: float, n: int, alpha: float) -> float:
+    """The least vote share ``k / n`` whose Clopper-Pearson bound certifies ``radius`` with ``n`` samples.
+
+    CERTIFY certifies ``r`` when ``sigma Phi^{-1}(p_lower(k, n, alpha)) >= r``; the bound grows with
+    ``k``, so the least such ``k`` is found by bisection. Returns ``inf`` when even ``k = n`` does not
+    certify ``radius`` (it lies beyond the cap ``sigma Phi^{-1}(alpha^{1/n})``).
+    """
+    from scipy.stats import norm
+
+    from rsbook.stats import clopper_pearson_lower
+
+    need = float(norm.cdf(radius / sigma))
+    if float(clopper_pearson_lower(n, n, alpha)) < need:
+        return math.inf
+    lo, hi = 0, n   # invariant: hi certifies, lo does not (k = 0 never does)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if float(clopper_pearson_lower(mid, n, alpha)) >= need:
+            hi = mid
+        else:
+            lo = mid
+    return hi / n
+
+
+def certified_at_budget(log, radius: float, sigma: float, n: int, alpha: float) -> np.ndarray:
+    """1.0 for each example CERTIFY got right whose vote share would certify ``radius`` with ``n`` samples.
+
+    An estimate of :func:`certified_at` at another budget from the same votes: the example's share
+    ``count / n_run`` is compared with :func:`share_needed` at ``n``. It reads a claim made near the
+    cap of a small ``n`` at the threshold a larger budget (e.g. the paper's ``n = 100,000``) would use;
+    it is not a certificate (the share itself is estimated from ``n_run`` votes).
+    """
+    frame = _frame(log).sort_values("idx")
+    share = frame["count"].to_numpy(dtype=float) / np.maximum(frame["n"].to_numpy(dtype=float), 1.0)
+    return ((frame["correct"].to_numpy() == 1) & (share >= share_needed(radius, sigma, n, alpha))).astype(float)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

@@ -243,3 +243,28 @@ def test_plug_in_certified_at_drops_the_confidence_bound_only():
     # the plug-in radius is never below the certified one (the bound only lowers it)
     for r in (0.0, 0.01, 0.2, 0.4, 1.0, 5.0):
         assert np.all(plug_in_certified_at(log, r, sigma) >= certified_at(log, r))
+
+
+def test_share_needed_is_the_least_certifying_count_and_matches_certify():
+    from rsbook.claims import certified_at, certified_at_budget, share_needed
+
+    sigma, alpha = 0.25, 0.001
+    for n in (1000, 100_000):
+        for r in (0.1, 0.5):
+            s = share_needed(r, sigma, n, alpha)
+            k = round(s * n)
+            # k certifies r, k - 1 does not (exhaustively at the boundary)
+            assert sigma * norm.ppf(clopper_pearson_lower(k, n, alpha)) >= r
+            assert sigma * norm.ppf(clopper_pearson_lower(k - 1, n, alpha)) < r
+    assert share_needed(0.5, 0.25, 1000, alpha) == 0.991     # the chapter's "991 of 1,000 votes"
+    assert share_needed(1.01 * float(radius_cap(0.25, alpha, 1000)), 0.25, 1000, alpha) == float("inf")
+    # at the run's own budget it is CERTIFY's certified accuracy
+    import pandas as pd
+
+    counts = np.array([1000, 995, 991, 990, 700])
+    lower = clopper_pearson_lower(counts, 1000, alpha)
+    log = pd.DataFrame({"idx": range(5), "correct": 1, "count": counts, "n": 1000,
+                        "radius": np.where(lower > 0.5, sigma * norm.ppf(lower), 0.0)})
+    np.testing.assert_array_equal(certified_at_budget(log, 0.5, sigma, 1000, alpha), certified_at(log, 0.5))
+    # a larger budget needs a smaller share: more of the same examples reach r = 0.5
+    assert certified_at_budget(log, 0.5, sigma, 100_000, alpha).sum() > certified_at(log, 0.5).sum()
