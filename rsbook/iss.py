@@ -672,7 +672,9 @@ def cap_account(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
     An input with ``p_A = 1`` is certified at the cap ``sigma Phi^{-1}(alpha^{1/n})`` of its sample
     size: ``psi(1)`` samples for ISS, the IAS row's ``Avg`` for IAS. Per pair this returns both caps,
     their difference, the ACR gain, the share of inputs at ``p_A ~ 1`` that would give the whole
-    gain through the cap difference alone (``gain / cap difference``), and the radius columns where
+    gain through the cap difference alone (``gain / cap difference``; a lower bound, since it ignores what
+    ISS gives up on the other inputs), the most inputs the ISS row's average can give ``psi(1)`` samples
+    (``Avg / psi(1)``), and the radius columns where
     ISS certifies and IAS certifies nothing, with ISS's accuracy there (inputs beyond IAS's cap).
     """
     from rsbook.stats import radius_cap
@@ -695,6 +697,7 @@ def cap_account(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
         rows.append({"sigma": sigma, "setting": iss_row["method"], "psi(1)": psi_1, "cap ISS": cap_iss,
                      "IAS k": int(ias_row["Avg"]), "cap IAS": cap_ias, "cap difference": cap_iss - cap_ias,
                      "ACR gain": gain, "share the cap needs (%)": 100 * gain / (cap_iss - cap_ias),
+                     "most at psi(1) (%)": 100 * min(1.0, float(iss_row["Avg"]) / psi_1),
                      "ISS beyond IAS's cap (%)": ", ".join(f"{v:g} at r={r:g}" for r, v in beyond.items()) or "-"})
     return pd.DataFrame(rows)
 

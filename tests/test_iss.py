@@ -460,6 +460,7 @@ def test_cap_account_prices_the_cap_difference_of_a_published_pair():
     assert row["cap IAS"] == pytest.approx(float(radius_cap(0.5, ALPHA, 33000)))
     assert row["share the cap needs (%)"] == pytest.approx(100 * 0.024 / row["cap difference"])
     assert row["ISS beyond IAS's cap (%)"] == "4 at r=2"
+    assert row["most at psi(1) (%)"] == pytest.approx(100 * 32992 / psi_1)
     with pytest.raises(ValueError, match="ISS row followed by its IAS row"):
         iss.cap_account(table.iloc[::-1], ALPHA)
 
