@@ -387,7 +387,7 @@ class SmoothAdvDDN(L2Attack):
     ``init_norm`` is ``r_0``; ``None`` (default) starts at the *current* ``epsilon``, read at
     each call. Salman et al.'s training script resets DDN's starting norm to the current
     (warmed-up) epsilon every epoch, which is what this does; a fixed ``r_0 = 1`` with
-    ``T = 2`` steps could never exceed ``(1 + gamma) r_0 = 1.05``, so an "epsilon = 2" DDN
+    ``T = 2`` steps could never exceed ``(1 + gamma)^2 r_0 = 1.1025``, so an "epsilon = 2" DDN
     model would be trained at about half its label.
 
     Differences from the authors' DDN (``code/attacks.py`` of Hadisalman/smoothing-adversarial),

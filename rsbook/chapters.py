@@ -71,7 +71,7 @@ CHAPTER_RULES: dict[str, dict[str, Rule]] = {
         "attack_steps": positive_int, "m_test": positive_int, "m_test_sweep": list_of(positive_int, allow_empty=False),
         "num_attack": positive_int, "attack_batch": positive_int, "attack_chunk": optional(positive_int),
         "predict_n": positive_int, "soft_draws": positive_int, "empirical_radii": list_of(positive_float),
-        "headline_m_test": positive_int, "headline_steps": positive_int,
+        "headline_m_test": positive_int, "headline_steps": positive_int, "headline_predict_n": positive_int,
         "num_empirical": positive_int, "linf_radii": list_of(positive_float), "check_claims": boolean,
     },
     "03_catrs": {
